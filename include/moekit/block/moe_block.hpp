@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: Apache-2.0
+// MoEBlock: router -> dispatch -> experts -> combine, composed from policies.
+//
+//   x [T, d] --Router--> RoutingPlan (ids, weights [T, k])
+//            --dispatch--> ExpertGroups (rows grouped by expert, counting sort)
+//            --Experts--> grouped outputs [rows, d], one task per non-empty expert
+//            --Combine--> y [T, d], fixed slot order per token
+//
+// Requirements on the policies (checked with static_assert where possible):
+//   Router:  num_experts(), hidden_size(), route(x, RoutingPlan&, Matrix& logits)
+//   Experts: num_experts(), hidden_size(), scratch_per_row(),
+//            forward(e, const float* x [n, d], n, float* out [n, d], float* scratch)
+//   Combine: combine_rows(plan, groups, const float* grouped_out, d, MatrixOut&, t0, t1)
+//
+// A block keeps its buffers between calls (no reallocation once the batch
+// size has been seen), so one block must not run two forwards at once.
+#pragma once
+
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../combine/dispatch.hpp"
+#include "../combine/weighted_sum.hpp"
+#include "../core/error.hpp"
+#include "../core/tensor.hpp"
+#include "../expert/swiglu_experts.hpp"
+#include "../parallel/executor.hpp"
+#include "../router/router.hpp"
+#include "../router/routing_plan.hpp"
+
+MOEKIT_NAMESPACE_BEGIN
+
+/// What the block does with a non-finite (NaN or ±inf) value in its input.
+enum class NonFinitePolicy {
+  /// Throw moekit::Error naming the first offending [token, feature] (default).
+  /// Costs one pass over x, small against the experts' work.
+  reject,
+  /// Skip the input check. Non-finite router logits are still rejected by the
+  /// router (a NaN score has no rank); non-finite values inside experts flow
+  /// through to the output as IEEE arithmetic makes them.
+  propagate,
+};
+
+struct BlockOptions {
+  NonFinitePolicy non_finite_input = NonFinitePolicy::reject;
+
+  BlockOptions& with_non_finite_input(NonFinitePolicy p) { non_finite_input = p; return *this; }
+};
+
+template <class RouterT = Router<>, class ExpertsT = SwiGluExperts, class CombineT = WeightedSum>
+class MoEBlock {
+ public:
+  using RouterType = RouterT;
+  using ExpertsType = ExpertsT;
+  using CombineType = CombineT;
+
+  MoEBlock(RouterT router, ExpertsT experts, CombineT combine = CombineT(),
+           BlockOptions options = BlockOptions())
+      : router_(std::move(router)),
+        experts_(std::move(experts)),
+        combine_(std::move(combine)),
+        options_(options) {
+    detail::require(router_.num_experts() == experts_.num_experts(),
+                    "block: router has ", router_.num_experts(), " experts but the expert bank has ",
+                    experts_.num_experts());
+    detail::require(router_.hidden_size() == experts_.hidden_size(),
+                    "block: router hidden size ", router_.hidden_size(),
+                    " differs from the experts' hidden size ", experts_.hidden_size());
+  }
+
+  RouterT& router() noexcept { return router_; }
+  const RouterT& router() const noexcept { return router_; }
+  ExpertsT& experts() noexcept { return experts_; }
+  const ExpertsT& experts() const noexcept { return experts_; }
+  const CombineT& combine() const noexcept { return combine_; }
+  BlockOptions& options() noexcept { return options_; }
+  const BlockOptions& options() const noexcept { return options_; }
+
+  Index hidden_size() const noexcept { return experts_.hidden_size(); }
+  Index num_experts() const noexcept { return experts_.num_experts(); }
+
+  /// Routing alone: the plan forward() would use for x [T, d].
+  RoutingPlan route(const MatrixRef& x) const {
+    check_input(x);
+    RoutingPlan plan;
+    Matrix logits;
+    router_.route(x, plan, logits);
+    return plan;
+  }
+
+  /// y = block(x): x [T, d] -> [T, d], on the calling thread.
+  Matrix forward(const MatrixRef& x) {
+    Matrix y(x.rows(), hidden_size());
+    SerialExecutor serial;
+    forward(x, y, serial);
+    return y;
+  }
+  void forward(const MatrixRef& x, MatrixOut y) {
+    SerialExecutor serial;
+    forward(x, y, serial);
+  }
+
+  /// y = block(x) with the experts spread over `executor`. y may alias x.
+  /// The result is bit-identical for every executor and thread count.
+  template <class Executor>
+  void forward(const MatrixRef& x, MatrixOut y, Executor& executor) {
+    check_input(x);
+    router_.route(x, plan_, logits_);
+    run(x, plan_, y, executor);
+  }
+
+  /// Runs the experts and the combine for a plan the caller made or edited
+  /// (validated first: ids in range, no duplicate expert per token, finite weights).
+  template <class Executor>
+  void forward_with_plan(const MatrixRef& x, const RoutingPlan& plan, MatrixOut y,
+                         Executor& executor) {
+    check_input(x);
+    plan.validate();
+    detail::require(plan.num_experts == num_experts(), "routing plan: expected num_experts ",
+                    num_experts(), ", got ", plan.num_experts);
+    detail::require_size("routing plan rows (tokens)", plan.num_tokens(), x.rows());
+    run(x, plan, y, executor);
+  }
+  void forward_with_plan(const MatrixRef& x, const RoutingPlan& plan, MatrixOut y) {
+    SerialExecutor serial;
+    forward_with_plan(x, plan, y, serial);
+  }
+
+  /// The plan, logits [T, E] and expert grouping of the latest forward().
+  const RoutingPlan& last_plan() const noexcept { return plan_; }
+  const Matrix& last_logits() const noexcept { return logits_; }
+  const ExpertGroups& last_groups() const noexcept { return groups_; }
+
+ private:
+  void check_input(const MatrixRef& x) const {
+    if (x.cols() != hidden_size())
+      detail::fail("input x: expected shape ", detail::shape_string(x.rows(), hidden_size()),
+                   " (hidden size ", hidden_size(), "), got ",
+                   detail::shape_string(x.rows(), x.cols()));
+    if (options_.non_finite_input == NonFinitePolicy::reject) detail::require_finite("input x", x);
+  }
+
+  template <class Executor>
+  void run(const MatrixRef& x, const RoutingPlan& plan, MatrixOut& y, Executor& executor) {
+    const Index T = x.rows(), d = hidden_size(), E = num_experts();
+    detail::require_shape("output y", y.rows(), y.cols(), T, d);
+    dispatch(plan, groups_);
+    const Index rows = groups_.num_rows();
+    const Index per_row = experts_.scratch_per_row();
+    grouped_in_.resize(static_cast<std::size_t>(rows * d));
+    grouped_out_.resize(static_cast<std::size_t>(rows * d));
+    scratch_.resize(static_cast<std::size_t>(rows * per_row));
+
+    // One task per non-empty expert: gather its rows, run it. Tasks write
+    // disjoint row ranges, so any schedule gives the same bytes.
+    active_.clear();
+    for (Index e = 0; e < E; ++e)
+      if (groups_.count(e) > 0) active_.push_back(e);
+    executor.parallel_for(static_cast<Index>(active_.size()), [&](Index i) {
+      const Index e = active_[static_cast<std::size_t>(i)];
+      const Index begin = groups_.offsets[static_cast<std::size_t>(e)], n = groups_.count(e);
+      float* xin = grouped_in_.data() + begin * d;
+      for (Index r = 0; r < n; ++r) {
+        const auto* src = x.row(groups_.tokens[static_cast<std::size_t>(begin + r)]).data();
+        std::copy(src, src + d, xin + r * d);
+      }
+      experts_.forward(e, xin, n, grouped_out_.data() + begin * d,
+                       scratch_.data() + begin * per_row);
+    });
+
+    // Combine in token chunks (fixed order inside each token).
+    constexpr Index kChunk = 32;
+    const Index chunks = (T + kChunk - 1) / kChunk;
+    executor.parallel_for(chunks, [&](Index c) {
+      combine_.combine_rows(plan, groups_, grouped_out_.data(), d, y, c * kChunk,
+                            std::min(T, (c + 1) * kChunk));
+    });
+  }
+
+  RouterT router_;
+  ExpertsT experts_;
+  CombineT combine_;
+  BlockOptions options_;
+  // Workspace, reused across calls.
+  RoutingPlan plan_;
+  Matrix logits_;                   // [T, E]
+  ExpertGroups groups_;
+  std::vector<float> grouped_in_;   // [rows, d]
+  std::vector<float> grouped_out_;  // [rows, d]
+  std::vector<float> scratch_;      // [rows, experts.scratch_per_row()]
+  std::vector<Index> active_;       // experts with rows, in id order
+};
+
+/// The Mixtral / Qwen3-MoE / OLMoE block: softmax top-k router, SwiGLU experts, weighted sum.
+using SwiGluMoEBlock = MoEBlock<Router<>, SwiGluExperts, WeightedSum>;
+
+MOEKIT_NAMESPACE_END

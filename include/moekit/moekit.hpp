@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: Apache-2.0
+// Umbrella header: everything public in moekit.
+#pragma once
+
+#include "version.hpp"
+#include "config.hpp"
+
+#include "core/dtype.hpp"
+#include "core/error.hpp"
+#include "core/tensor.hpp"
+
+#include "parallel/executor.hpp"
+
+#include "router/routing_plan.hpp"
+#include "router/scoring.hpp"
+#include "router/topk.hpp"
+#include "router/router.hpp"
+
+#include "expert/activation.hpp"
+#include "expert/swiglu_experts.hpp"
+
+#include "combine/dispatch.hpp"
+#include "combine/weighted_sum.hpp"
+
+#include "block/moe_block.hpp"
+
+#include "reference/reference.hpp"

@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: Apache-2.0
+// RoutingPlan: the plain data a router hands to the rest of the block.
+//
+// For T tokens and k slots per token it holds, in rank order (larger score
+// first, ties toward the lower expert id), the expert id of every slot and
+// the weight the combine multiplies that expert's output by. A user may read
+// it, edit it or build one by hand and pass it to MoEBlock::forward_with_plan.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../core/tensor.hpp"
+
+MOEKIT_NAMESPACE_BEGIN
+
+struct RoutingPlan {
+  /// Id of an empty slot: no expert runs and the slot adds nothing
+  /// (a token dropped by capacity, a null expert, a pruned choice).
+  static constexpr std::int32_t kNoExpert = -1;
+
+  /// Number of routed experts E; valid ids are [0, E).
+  Index num_experts = 0;
+  /// [tokens, k] expert id of each slot, or kNoExpert.
+  IdMatrix ids;
+  /// [tokens, k] combine weight of each slot (ignored for empty slots).
+  Matrix weights;
+
+  RoutingPlan() = default;
+  /// An empty plan of the given shape: every slot kNoExpert, every weight 0.
+  RoutingPlan(Index tokens, Index top_k, Index experts)
+      : num_experts(experts),
+        ids(IdMatrix::Constant(tokens, top_k, kNoExpert)),
+        weights(Matrix::Zero(tokens, top_k)) {}
+
+  Index num_tokens() const noexcept { return ids.rows(); }
+  Index top_k() const noexcept { return ids.cols(); }
+
+  /// [E] number of (token, slot) pairs routed to each expert.
+  std::vector<Index> expert_counts() const {
+    std::vector<Index> counts(static_cast<std::size_t>(num_experts), 0);
+    for (Index t = 0; t < ids.rows(); ++t)
+      for (Index j = 0; j < ids.cols(); ++j) {
+        const std::int32_t e = ids(t, j);
+        if (e >= 0 && e < num_experts) ++counts[static_cast<std::size_t>(e)];
+      }
+    return counts;
+  }
+
+  /// Throws moekit::Error unless ids and weights have the same shape, every id
+  /// is in [0, E) or kNoExpert, no token names one expert twice, and every
+  /// weight of a used slot is finite.
+  void validate() const {
+    detail::require(num_experts >= 1, "routing plan: num_experts must be >= 1, got ", num_experts);
+    detail::require_shape("routing plan weights", weights.rows(), weights.cols(), ids.rows(),
+                          ids.cols());
+    for (Index t = 0; t < ids.rows(); ++t)
+      for (Index j = 0; j < ids.cols(); ++j) {
+        const std::int32_t e = ids(t, j);
+        if (e == kNoExpert) continue;
+        if (e < 0 || e >= num_experts)
+          detail::fail("routing plan ids: expected an expert id in [0, ", num_experts,
+                       ") or -1 at [", t, ", ", j, "], got ", e);
+        for (Index i = 0; i < j; ++i)
+          if (ids(t, i) == e)
+            detail::fail("routing plan ids: token ", t, " names expert ", e,
+                         " twice (slots ", i, " and ", j, ")");
+        if (!std::isfinite(weights(t, j)))
+          detail::fail("routing plan weights: non-finite value ", weights(t, j), " at [", t,
+                       ", ", j, "]");
+      }
+  }
+};
+
+MOEKIT_NAMESPACE_END
