@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // Library-wide configuration: the ABI namespace, assertion and inlining macros.
 #pragma once
 

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // Version of the moekit headers. Pre-1.0: a minor version may break the API.
 #pragma once
 

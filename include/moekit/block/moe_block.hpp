@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // MoEBlock: router -> dispatch -> experts -> combine, composed from policies.
 //
 //   x [T, d] --Router--> RoutingPlan (ids, weights [T, k])

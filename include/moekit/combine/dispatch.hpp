@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // Dispatch: group the (token, slot) pairs of a RoutingPlan by expert.
 //
 // NOTE: a stable counting sort. Pass 1 counts the pairs of each expert, an

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // WeightedSum: the combine stage, y_t = Σ_j w_tj · expert_{id_tj}(x_t).
 //
 // Each token's sum runs over its slots in rank order j = 0..k-1, reading the

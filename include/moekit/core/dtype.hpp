@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // Element types of weights and the exact conversions between them.
 //
 // Activations are always f32. Weights may be stored as f32, bf16 or f16 (and,

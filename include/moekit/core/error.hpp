@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // moekit::Error, the one exception type of the library, and the helpers that
 // build its messages. Every shape, dtype or configuration mistake made by a
 // caller throws it with a message that names the tensor or option, the value

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // Row-major Eigen aliases for activations and weights, and the checks that
 // every public entry point runs on them.
 //

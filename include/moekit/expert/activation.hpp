@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // Scalar activation functions shared by expert kinds and the reference.
 #pragma once
 

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // SwiGluExperts: a bank of E SwiGLU feed-forward experts in checkpoint layout.
 //
 //   expert_e(x) = W_down,e · (silu(W_gate,e · x) ⊙ (W_up,e · x))

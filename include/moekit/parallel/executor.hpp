@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // Executors: how a block spreads independent tasks over threads.
 //
 // An executor is any type with

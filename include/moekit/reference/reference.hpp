@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // The reference implementation: the whole MoE forward as plain loops in double
 // precision, written for clarity, never for speed. It is the oracle every test
 // compares the block (and, later, every kernel) against.

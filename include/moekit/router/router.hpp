@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // Router: linear logits, scoring, top-k selection and weighting, composed from
 // small policies.
 //

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // RoutingPlan: the plain data a router hands to the rest of the block.
 //
 // For T tokens and k slots per token it holds, in rank order (larger score

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // Scoring policies: turn one token's router logits into selection scores.
 //
 // A scoring policy is a type with

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
 // TopKSelector: the k largest scores of one token, in rank order.
 //
 // Rank order is larger score first; equal scores go to the lower expert id.
