@@ -50,7 +50,7 @@ inline double max_abs_diff(const Matrix& a, const Matrix& b) {
 
 /// The f32 block vs the f64 reference. Sums of at most a few hundred f32
 /// products of O(1) values: the rounding error stays well below 1e-5 relative
-/// to the output scale (measured 2.5e-7 to 3.6e-7 on the shapes below, 9.3e-7
+/// to the output scale (measured 2.5e-7 to 3.6e-7 on the block_test shapes, 9.3e-7
 /// at d = 1024, f = 512), so 1e-5 keeps a 10x margin and still catches a wrong
 /// weight, slot or activation (those give errors of order 1e-1).
 constexpr double kBlockTolerance = 1e-5;
