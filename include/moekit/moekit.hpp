@@ -14,6 +14,10 @@
 #include "router/routing_plan.hpp"
 #include "router/scoring.hpp"
 #include "router/topk.hpp"
+#include "router/grouped_topk.hpp"
+#include "router/dynamic_k.hpp"
+#include "router/steering.hpp"
+#include "router/capacity.hpp"
 #include "router/router.hpp"
 
 #include "expert/activation.hpp"

@@ -22,7 +22,7 @@ using moekit_test::random_matrix;
 std::vector<std::int32_t> topk_ids(const std::vector<float>& s, Index k) {
   std::vector<std::int32_t> ids(static_cast<std::size_t>(k));
   std::vector<float> vals(static_cast<std::size_t>(k));
-  TopKSelector::select(s.data(), static_cast<Index>(s.size()), k, ids.data(), vals.data());
+  TopKSelector::top_k(s.data(), static_cast<Index>(s.size()), k, ids.data(), vals.data());
   return ids;
 }
 

@@ -5,7 +5,8 @@
 // exclusive prefix sum turns counts into offsets, pass 2 scatters the pairs
 // in token order. So expert e owns grouped rows [offsets[e], offsets[e+1]),
 // its tokens in increasing order, and `position` maps every slot back to its
-// grouped row for the combine. Empty slots (kNoExpert) take no row.
+// grouped row for the combine. Empty slots (kNoExpert) and null experts
+// (ids in [E, E + N)) take no row: they cost nothing.
 #pragma once
 
 #include <cstdint>
@@ -44,8 +45,8 @@ struct ExpertGroups {
 };
 
 /// Groups the pairs of `plan` by expert into `groups` (buffers reused).
-/// The plan's ids must be valid (RoutingPlan::validate); ids outside [0, E)
-/// other than kNoExpert throw moekit::Error rather than index out of bounds.
+/// Ids outside [0, E + N) other than kNoExpert throw moekit::Error rather
+/// than index out of bounds.
 inline void dispatch(const RoutingPlan& plan, ExpertGroups& groups) {
   const Index T = plan.num_tokens(), k = plan.top_k(), E = plan.num_experts;
   groups.offsets.assign(static_cast<std::size_t>(E) + 1, 0);
@@ -53,10 +54,10 @@ inline void dispatch(const RoutingPlan& plan, ExpertGroups& groups) {
   for (Index t = 0; t < T; ++t)
     for (Index j = 0; j < k; ++j) {
       const std::int32_t e = plan.ids(t, j);
-      if (e == RoutingPlan::kNoExpert) continue;
+      if (e == RoutingPlan::kNoExpert || plan.is_null(e)) continue;
       if (e < 0 || e >= E)
-        detail::fail("routing plan ids: expected an expert id in [0, ", E, ") or -1 at [", t,
-                     ", ", j, "], got ", e);
+        detail::fail("routing plan ids: expected an expert id in [0, ", E + plan.num_null_experts,
+                     ") or -1 at [", t, ", ", j, "], got ", e);
       ++groups.offsets[static_cast<std::size_t>(e) + 1];
     }
   for (Index e = 0; e < E; ++e)
@@ -68,7 +69,7 @@ inline void dispatch(const RoutingPlan& plan, ExpertGroups& groups) {
   for (Index t = 0; t < T; ++t)
     for (Index j = 0; j < k; ++j) {
       const std::int32_t e = plan.ids(t, j);
-      if (e == RoutingPlan::kNoExpert) continue;
+      if (!plan.is_routed(e)) continue;
       const Index row = cursor[static_cast<std::size_t>(e)]++;
       const Index slot = t * k + j;
       groups.tokens[static_cast<std::size_t>(row)] = static_cast<std::int32_t>(t);

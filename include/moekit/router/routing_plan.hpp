@@ -5,6 +5,13 @@
 // first, ties toward the lower expert id), the expert id of every slot and
 // the weight the combine multiplies that expert's output by. A user may read
 // it, edit it or build one by hand and pass it to MoEBlock::forward_with_plan.
+//
+// Ids in [0, E) are routed experts. Ids in [E, E + N) are null experts
+// (AdaMoE): selected like any other, they run nothing and add nothing.
+// kNoExpert marks an empty slot (dynamic-k padding, a pruned choice, a
+// capacity drop). When a capacity limit dropped a choice, `dropped` (same
+// shape as ids, or empty when no limit ran) holds the expert id that was
+// dropped from that slot.
 #pragma once
 
 #include <cmath>
@@ -21,12 +28,17 @@ struct RoutingPlan {
   /// (a token dropped by capacity, a null expert, a pruned choice).
   static constexpr std::int32_t kNoExpert = -1;
 
-  /// Number of routed experts E; valid ids are [0, E).
+  /// Number of routed experts E; ids [0, E) run.
   Index num_experts = 0;
+  /// Number of null experts N; ids [E, E + N) are null (zero output, zero FLOPs).
+  Index num_null_experts = 0;
   /// [tokens, k] expert id of each slot, or kNoExpert.
   IdMatrix ids;
   /// [tokens, k] combine weight of each slot (ignored for empty slots).
   Matrix weights;
+  /// [tokens, k] expert id dropped by a capacity limit in each slot, else
+  /// kNoExpert; empty (0 x 0) when no capacity limit ran.
+  IdMatrix dropped;
 
   RoutingPlan() = default;
   /// An empty plan of the given shape: every slot kNoExpert, every weight 0.
@@ -37,6 +49,32 @@ struct RoutingPlan {
 
   Index num_tokens() const noexcept { return ids.rows(); }
   Index top_k() const noexcept { return ids.cols(); }
+
+  /// True when id names a routed expert that runs.
+  bool is_routed(std::int32_t id) const noexcept { return id >= 0 && id < num_experts; }
+  /// True when id names a null expert.
+  bool is_null(std::int32_t id) const noexcept {
+    return id >= num_experts && id < num_experts + num_null_experts;
+  }
+
+  /// Routed (non-null, non-empty) experts token t uses.
+  Index routed_count(Index t) const noexcept {
+    Index n = 0;
+    for (Index j = 0; j < ids.cols(); ++j) n += is_routed(ids(t, j)) ? 1 : 0;
+    return n;
+  }
+  /// Total (token, routed expert) pairs: the expert work of this plan.
+  Index routed_pairs() const noexcept {
+    Index n = 0;
+    for (Index t = 0; t < ids.rows(); ++t) n += routed_count(t);
+    return n;
+  }
+  /// Number of slots whose choice a capacity limit dropped.
+  Index dropped_count() const noexcept {
+    Index n = 0;
+    for (Index i = 0; i < dropped.size(); ++i) n += dropped.data()[i] != kNoExpert ? 1 : 0;
+    return n;
+  }
 
   /// [E] number of (token, slot) pairs routed to each expert.
   std::vector<Index> expert_counts() const {
@@ -49,19 +87,25 @@ struct RoutingPlan {
     return counts;
   }
 
-  /// Throws moekit::Error unless ids and weights have the same shape, every id
-  /// is in [0, E) or kNoExpert, no token names one expert twice, and every
-  /// weight of a used slot is finite.
+  /// Throws moekit::Error unless ids and weights (and dropped, if present) have
+  /// the same shape, every id is in [0, E + N) or kNoExpert, no token names one
+  /// expert twice, and every weight of a used slot is finite.
   void validate() const {
     detail::require(num_experts >= 1, "routing plan: num_experts must be >= 1, got ", num_experts);
+    detail::require(num_null_experts >= 0, "routing plan: num_null_experts must be >= 0, got ",
+                    num_null_experts);
     detail::require_shape("routing plan weights", weights.rows(), weights.cols(), ids.rows(),
                           ids.cols());
+    if (dropped.size() != 0)
+      detail::require_shape("routing plan dropped", dropped.rows(), dropped.cols(), ids.rows(),
+                            ids.cols());
+    const Index limit = num_experts + num_null_experts;
     for (Index t = 0; t < ids.rows(); ++t)
       for (Index j = 0; j < ids.cols(); ++j) {
         const std::int32_t e = ids(t, j);
         if (e == kNoExpert) continue;
-        if (e < 0 || e >= num_experts)
-          detail::fail("routing plan ids: expected an expert id in [0, ", num_experts,
+        if (e < 0 || e >= limit)
+          detail::fail("routing plan ids: expected an expert id in [0, ", limit,
                        ") or -1 at [", t, ", ", j, "], got ", e);
         for (Index i = 0; i < j; ++i)
           if (ids(t, i) == e)

@@ -1,13 +1,19 @@
 // SPDX-License-Identifier: MIT
-// TopKSelector: the k largest scores of one token, in rank order.
+// TopKSelector: the k largest selection scores of one token, in rank order.
 //
 // Rank order is larger score first; equal scores go to the lower expert id.
 // This tie rule is moekit's contract everywhere (torch.topk leaves it
 // unspecified), so a tie such as an all-zero token or two duplicated router
-// rows always selects the same experts.
+// rows always selects the same experts. An expert whose selection score is
+// -inf (disabled, or masked out) is never selected: the slot stays empty.
+//
+// A selection policy is a type with
+//     Index select(const float* sel, Index n, Index k, std::int32_t* ids, float* values) const;
+// that writes up to k (id, value) pairs in rank order and returns how many.
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "../config.hpp"
 
@@ -19,14 +25,15 @@ struct TopKSelector {
     return sa > sb || (sa == sb && a < b);
   }
 
-  /// Writes the k best of scores[0..n) to ids[0..k) and values[0..k) in rank
-  /// order. Requires 1 <= k <= n and finite scores (the router checks both).
+  /// Writes the best min(k, #finite-or-+inf) of scores[0..n) to ids / values in
+  /// rank order and returns their number. Requires k >= 1, no NaN.
   /// Insertion into a sorted list of k: O(n·k), fastest for the small k of MoE.
-  static void select(const float* scores, Index n, Index k, std::int32_t* ids,
+  static Index top_k(const float* scores, Index n, Index k, std::int32_t* ids,
                      float* values) noexcept {
     Index filled = 0;
     for (Index e = 0; e < n; ++e) {
       const float s = scores[e];
+      if (s == -std::numeric_limits<float>::infinity()) continue;
       const auto id = static_cast<std::int32_t>(e);
       // Scanning e in increasing order means an equal score never displaces an
       // earlier (lower) id: only strictly larger scores move ahead.
@@ -40,6 +47,12 @@ struct TopKSelector {
       values[pos] = s;
       ids[pos] = id;
     }
+    return filled;
+  }
+
+  /// Kept for the policy interface: selects top_k(sel, n, k).
+  Index select(const float* sel, Index n, Index k, std::int32_t* ids, float* values) const noexcept {
+    return top_k(sel, n, k, ids, values);
   }
 };
 
