@@ -78,7 +78,7 @@ def run(a, extra):
             if fc < a.quiet_cores or waited >= a.max_wait:
                 break
             print(f"# {shape}: others use {fc:.2f} cores, waiting ({waited:.0f} s)", file=sys.stderr)
-        cmd = [a.bench, f"--benchmark_filter=/{re.escape(shape)}/", "--benchmark_repetitions=3",
+        cmd = [a.bench, f"--benchmark_filter=/{shape}/", "--benchmark_repetitions=3",
                "--benchmark_report_aggregates_only=true",
                f"--benchmark_out={os.path.join(a.out, shape + '.json')}",
                "--benchmark_out_format=json"] + extra
