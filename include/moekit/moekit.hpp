@@ -19,6 +19,9 @@
 #include "router/steering.hpp"
 #include "router/capacity.hpp"
 #include "router/router.hpp"
+#include "router/expert_choice.hpp"
+#include "router/sparsemixer.hpp"
+#include "router/losses.hpp"
 
 #include "expert/activation.hpp"
 #include "expert/swiglu_experts.hpp"
@@ -27,5 +30,6 @@
 #include "combine/weighted_sum.hpp"
 
 #include "block/moe_block.hpp"
+#include "block/router_gradients.hpp"
 
 #include "reference/reference.hpp"
