@@ -24,6 +24,9 @@
 #include "router/losses.hpp"
 
 #include "expert/activation.hpp"
+#include "expert/gated_experts.hpp"
+#include "expert/mlp_experts.hpp"
+#include "expert/shared_experts.hpp"
 #include "expert/swiglu_experts.hpp"
 
 #include "combine/dispatch.hpp"

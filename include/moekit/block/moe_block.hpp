@@ -5,18 +5,23 @@
 //            --dispatch--> ExpertGroups (rows grouped by expert, counting sort)
 //            --Experts--> grouped outputs [rows, d], one task per non-empty expert
 //            --Combine--> y [T, d], fixed slot order per token
+//            (+ shared experts, if set: y_t += g(x_t) · Σ_s shared_s(x_t))
 //
 // Requirements on the policies (checked with static_assert where possible):
 //   Router:  num_experts(), hidden_size(), route(x, RoutingPlan&, Matrix& logits)
 //   Experts: num_experts(), hidden_size(), scratch_per_row(),
 //            forward(e, const float* x [n, d], n, float* out [n, d], float* scratch)
-//   Combine: combine_rows(plan, groups, const float* grouped_out, d, MatrixOut&, t0, t1)
+//   Combine: combine_rows(plan, groups, const float* grouped_out, d, MatrixOut&, t0, t1),
+//            optionally scales_input() (weights applied to the expert inputs)
+//   Shared:  add_to(const float* x [n, d], n, float* y, y_stride, float* scratch),
+//            scratch_per_row(), hidden_size()
 //
 // A block keeps its buffers between calls (no reallocation once the batch
 // size has been seen), so one block must not run two forwards at once.
 #pragma once
 
 #include <algorithm>
+#include <optional>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -25,7 +30,8 @@
 #include "../combine/weighted_sum.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
-#include "../expert/swiglu_experts.hpp"
+#include "../expert/gated_experts.hpp"
+#include "../expert/shared_experts.hpp"
 #include "../parallel/executor.hpp"
 #include "../router/router.hpp"
 #include "../router/routing_plan.hpp"
@@ -49,12 +55,25 @@ struct BlockOptions {
   BlockOptions& with_non_finite_input(NonFinitePolicy p) { non_finite_input = p; return *this; }
 };
 
-template <class RouterT = Router<>, class ExpertsT = SwiGluExperts, class CombineT = WeightedSum>
+namespace detail {
+template <class C, class = void>
+struct combine_scales_input {
+  static bool get(const C&) noexcept { return false; }
+};
+template <class C>
+struct combine_scales_input<C, std::void_t<decltype(std::declval<const C&>().scales_input())>> {
+  static bool get(const C& c) noexcept { return c.scales_input(); }
+};
+}  // namespace detail
+
+template <class RouterT = Router<>, class ExpertsT = SwiGluExperts, class CombineT = WeightedSum,
+          class SharedT = SharedExperts<SwiGluExperts>>
 class MoEBlock {
  public:
   using RouterType = RouterT;
   using ExpertsType = ExpertsT;
   using CombineType = CombineT;
+  using SharedType = SharedT;
 
   MoEBlock(RouterT router, ExpertsT experts, CombineT combine = CombineT(),
            BlockOptions options = BlockOptions())
@@ -80,6 +99,17 @@ class MoEBlock {
 
   Index hidden_size() const noexcept { return experts_.hidden_size(); }
   Index num_experts() const noexcept { return experts_.num_experts(); }
+
+  /// Adds always-on shared experts (replacing any set before).
+  MoEBlock& set_shared_experts(SharedT shared) {
+    detail::require(shared.hidden_size() == hidden_size(), "block: shared experts hidden size ",
+                    shared.hidden_size(), " differs from the block's ", hidden_size());
+    shared_ = std::move(shared);
+    return *this;
+  }
+  void clear_shared_experts() { shared_.reset(); }
+  /// The shared experts, or nullptr.
+  const SharedT* shared_experts() const noexcept { return shared_ ? &*shared_ : nullptr; }
 
   /// Routing alone: the plan forward() would use for x [T, d].
   RoutingPlan route(const MatrixRef& x) const {
@@ -148,6 +178,7 @@ class MoEBlock {
     detail::require_shape("output y", y.rows(), y.cols(), T, d);
     dispatch(plan, groups_);
     const Index rows = groups_.num_rows();
+    const bool scale_input = detail::combine_scales_input<CombineT>::get(combine_);
     const Index per_row = experts_.scratch_per_row();
     grouped_in_.resize(static_cast<std::size_t>(rows * d));
     grouped_out_.resize(static_cast<std::size_t>(rows * d));
@@ -164,18 +195,32 @@ class MoEBlock {
       float* xin = grouped_in_.data() + begin * d;
       for (Index r = 0; r < n; ++r) {
         const auto* src = x.row(groups_.tokens[static_cast<std::size_t>(begin + r)]).data();
-        std::copy(src, src + d, xin + r * d);
+        float* dst = xin + r * d;
+        if (scale_input) {  // Llama-4: expert(w · x)
+          const Index slot = groups_.slots[static_cast<std::size_t>(begin + r)];
+          const float w = plan.weights.data()[slot];
+          for (Index c = 0; c < d; ++c) dst[c] = w * src[c];
+        } else {
+          std::copy(src, src + d, dst);
+        }
       }
       experts_.forward(e, xin, n, grouped_out_.data() + begin * d,
                        scratch_.data() + begin * per_row);
     });
 
-    // Combine in token chunks (fixed order inside each token).
+    // Combine in token chunks (fixed order inside each token), then the shared
+    // experts on the same chunk of rows.
     constexpr Index kChunk = 32;
     const Index chunks = (T + kChunk - 1) / kChunk;
+    const Index shared_per_row = shared_ ? d + shared_->scratch_per_row() : 0;
+    shared_scratch_.resize(static_cast<std::size_t>(chunks * kChunk * shared_per_row));
     executor.parallel_for(chunks, [&](Index c) {
-      combine_.combine_rows(plan, groups_, grouped_out_.data(), d, y, c * kChunk,
-                            std::min(T, (c + 1) * kChunk));
+      const Index t0 = c * kChunk, t1 = std::min(T, (c + 1) * kChunk);
+      float* xs = shared_scratch_.data() + c * kChunk * shared_per_row;  // [n, d] contiguous x rows
+      if (shared_)  // copied before y is written: y may alias x
+        for (Index t = t0; t < t1; ++t) std::copy(x.row(t).data(), x.row(t).data() + d, xs + (t - t0) * d);
+      combine_.combine_rows(plan, groups_, grouped_out_.data(), d, y, t0, t1);
+      if (shared_) shared_->add_to(xs, t1 - t0, y.row(t0).data(), y.outerStride(), xs + (t1 - t0) * d);
     });
   }
 
@@ -191,6 +236,8 @@ class MoEBlock {
   std::vector<float> grouped_out_;  // [rows, d]
   std::vector<float> scratch_;      // [rows, experts.scratch_per_row()]
   std::vector<Index> active_;       // experts with rows, in id order
+  std::optional<SharedT> shared_;
+  std::vector<float> shared_scratch_;  // per combine chunk: x rows + shared expert scratch
 };
 
 /// The Mixtral / Qwen3-MoE / OLMoE block: softmax top-k router, SwiGLU experts, weighted sum.

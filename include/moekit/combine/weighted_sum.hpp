@@ -5,6 +5,11 @@
 // expert outputs from their grouped rows. The order of additions is fixed by
 // the plan alone, so the result is bit-identical however the experts were
 // scheduled and however many threads ran them.
+//
+// WeightPlacement::input (Llama-4) moves the weight in front of the expert:
+// the block scales each gathered row by its weight, expert_e(w · x), and the
+// combine sums the outputs unweighted. Since an FFN is not linear,
+// expert(w · x) differs from w · expert(x).
 #pragma once
 
 #include "../combine/dispatch.hpp"
@@ -13,7 +18,21 @@
 
 MOEKIT_NAMESPACE_BEGIN
 
+/// Where a routing weight multiplies.
+enum class WeightPlacement {
+  output,  ///< w · expert(x) (every family but Llama-4)
+  input,   ///< expert(w · x) (Llama-4)
+};
+
 struct WeightedSum {
+  WeightPlacement placement = WeightPlacement::output;
+
+  WeightedSum() = default;
+  explicit WeightedSum(WeightPlacement p) : placement(p) {}
+
+  /// True when the block must scale expert inputs by the weights.
+  bool scales_input() const noexcept { return placement == WeightPlacement::input; }
+
   /// expert_out: [groups.num_rows(), d] grouped expert outputs;
   /// out: [T, d], overwritten. Tokens with no used slot get 0.
   /// Calls are independent per token range: combine_rows(t0, t1) may run in parallel.
@@ -26,7 +45,7 @@ struct WeightedSum {
       for (Index j = 0; j < k; ++j) {
         const std::int32_t row = groups.position[static_cast<std::size_t>(t * k + j)];
         if (row < 0) continue;
-        const float w = plan.weights(t, j);
+        const float w = scales_input() ? 1.0f : plan.weights(t, j);
         const float* src = expert_out + static_cast<Index>(row) * d;
         for (Index c = 0; c < d; ++c) y[c] += w * src[c];
       }

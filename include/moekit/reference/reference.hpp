@@ -19,7 +19,9 @@
 
 #include "../block/moe_block.hpp"
 #include "../core/tensor.hpp"
-#include "../expert/swiglu_experts.hpp"
+#include "../expert/gated_experts.hpp"
+#include "../expert/mlp_experts.hpp"
+#include "../expert/shared_experts.hpp"
 #include "../router/dynamic_k.hpp"
 #include "../router/grouped_topk.hpp"
 #include "../router/router.hpp"
@@ -42,6 +44,11 @@ inline Eigen::MatrixXd router_logits(const MatrixRef& x, const Matrix& w, const 
 }
 
 namespace detail {
+
+template <class R>
+struct is_router_family : std::false_type {};
+template <class S, class L>
+struct is_router_family<Router<S, L>> : std::true_type {};
 
 // Rank order: larger value first, ties -> lower index; -inf never selected.
 inline std::vector<std::int32_t> ranked(const std::vector<double>& v, Index k) {
@@ -217,50 +224,133 @@ RoutingPlan route(const Router<Scoring, Selection>& router, const MatrixRef& x) 
   return plan;
 }
 
-/// One SwiGLU expert on one row, in double: x [d] -> out [d].
-inline void swiglu_expert_row(const SwiGluExperts& ex, Index e, const float* x, double* out) {
+/// One gated expert on one row, in double: x [d] -> out [d].
+template <class Gate>
+void expert_row(const GatedExperts<Gate>& ex, Index e, const float* x, double* out) {
   const Index d = ex.hidden_size(), f = ex.ffn_size();
   const auto G = ex.gate(e), U = ex.up(e), D = ex.down(e);
   std::vector<double> h(static_cast<std::size_t>(f));
   for (Index i = 0; i < f; ++i) {
-    double g = 0, u = 0;
+    double g = ex.gate_bias().size() ? static_cast<double>(ex.gate_bias()(e, i)) : 0.0;
+    double u = ex.up_bias().size() ? static_cast<double>(ex.up_bias()(e, i)) : 0.0;
     for (Index c = 0; c < d; ++c) {
       g += static_cast<double>(G(i, c)) * x[c];
       u += static_cast<double>(U(i, c)) * x[c];
     }
-    h[static_cast<std::size_t>(i)] = g / (1.0 + std::exp(-g)) * u;
+    h[static_cast<std::size_t>(i)] = ex.gate_fn()(g, u);
   }
   for (Index c = 0; c < d; ++c) {
-    double acc = 0;
+    double acc = ex.down_bias().size() ? static_cast<double>(ex.down_bias()(e, c)) : 0.0;
     for (Index i = 0; i < f; ++i) acc += static_cast<double>(D(c, i)) * h[static_cast<std::size_t>(i)];
-    out[c] = acc;
+    out[c] = acc * ex.output_scale();
   }
 }
 
-/// y_t = Σ_j w_tj · expert_{id_tj}(x_t) in double, for any valid plan.
-inline Matrix forward_with_plan(const SwiGluExperts& ex, const MatrixRef& x, const RoutingPlan& plan) {
+/// One plain MLP expert on one row, in double.
+template <class Act>
+void expert_row(const MlpExperts<Act>& ex, Index e, const float* x, double* out) {
+  const Index d = ex.hidden_size(), f = ex.ffn_size();
+  const auto W = ex.w_in(e), O = ex.w_out(e);
+  std::vector<double> h(static_cast<std::size_t>(f));
+  for (Index i = 0; i < f; ++i) {
+    double a = ex.in_bias().size() ? static_cast<double>(ex.in_bias()(e, i)) : 0.0;
+    for (Index c = 0; c < d; ++c) a += static_cast<double>(W(i, c)) * x[c];
+    h[static_cast<std::size_t>(i)] = ex.activation()(a);
+  }
+  for (Index c = 0; c < d; ++c) {
+    double acc = ex.out_bias().size() ? static_cast<double>(ex.out_bias()(e, c)) : 0.0;
+    for (Index i = 0; i < f; ++i) acc += static_cast<double>(O(c, i)) * h[static_cast<std::size_t>(i)];
+    out[c] = acc * ex.output_scale();
+  }
+}
+
+/// Kept for existing callers: a SwiGLU expert row.
+inline void swiglu_expert_row(const SwiGluExperts& ex, Index e, const float* x, double* out) {
+  expert_row(ex, e, x, out);
+}
+
+/// y_t = Σ_j w_tj · expert_{id_tj}(x_t) in double, for any valid plan;
+/// with input placement (Llama-4) y_t = Σ_j expert_{id_tj}(w_tj · x_t).
+/// Empty slots and null experts contribute nothing.
+template <class Bank>
+Matrix forward_with_plan(const Bank& ex, const MatrixRef& x, const RoutingPlan& plan,
+                         WeightPlacement placement = WeightPlacement::output) {
   const Index T = x.rows(), d = ex.hidden_size();
   Matrix y(T, d);
   std::vector<double> acc(static_cast<std::size_t>(d)), o(static_cast<std::size_t>(d));
+  std::vector<float> xs(static_cast<std::size_t>(d));
   const Matrix xc = x;
   for (Index t = 0; t < T; ++t) {
     std::fill(acc.begin(), acc.end(), 0.0);
     for (Index j = 0; j < plan.top_k(); ++j) {
       const std::int32_t e = plan.ids(t, j);
       if (e < 0 || e >= plan.num_experts) continue;  // empty slot or null expert
-      swiglu_expert_row(ex, e, xc.row(t).data(), o.data());
-      for (Index c = 0; c < d; ++c) acc[static_cast<std::size_t>(c)] += plan.weights(t, j) * o[static_cast<std::size_t>(c)];
+      const double w = plan.weights(t, j);
+      if (placement == WeightPlacement::input) {
+        for (Index c = 0; c < d; ++c) xs[static_cast<std::size_t>(c)] = static_cast<float>(w * xc(t, c));
+        expert_row(ex, e, xs.data(), o.data());
+        for (Index c = 0; c < d; ++c) acc[static_cast<std::size_t>(c)] += o[static_cast<std::size_t>(c)];
+      } else {
+        expert_row(ex, e, xc.row(t).data(), o.data());
+        for (Index c = 0; c < d; ++c) acc[static_cast<std::size_t>(c)] += w * o[static_cast<std::size_t>(c)];
+      }
     }
     for (Index c = 0; c < d; ++c) y(t, c) = static_cast<float>(acc[static_cast<std::size_t>(c)]);
   }
   return y;
 }
 
-/// The whole forward of a softmax-top-k SwiGLU block; `plan_out` receives the routing.
-inline Matrix forward(const SwiGluMoEBlock& block, const MatrixRef& x, RoutingPlan* plan_out = nullptr) {
-  const RoutingPlan plan = route(block.router(), x);
+/// The shared experts' contribution g(x_t) · Σ_s shared_s(x_t), in double.
+template <class Bank>
+Eigen::MatrixXd shared_experts(const SharedExperts<Bank>& sh, const MatrixRef& x) {
+  const Index T = x.rows(), d = sh.hidden_size();
+  Eigen::MatrixXd out = Eigen::MatrixXd::Zero(T, d);
+  std::vector<double> o(static_cast<std::size_t>(d));
+  const Matrix xc = x;
+  for (Index t = 0; t < T; ++t) {
+    double g = 1.0;
+    if (sh.gated()) {
+      double z = 0;
+      for (Index c = 0; c < d; ++c) z += static_cast<double>(xc(t, c)) * sh.gate()[c];
+      g = 1.0 / (1.0 + std::exp(-z));
+    }
+    for (Index s = 0; s < sh.num_experts(); ++s) {
+      expert_row(sh.bank(), s, xc.row(t).data(), o.data());
+      for (Index c = 0; c < d; ++c) out(t, c) += g * o[static_cast<std::size_t>(c)];
+    }
+  }
+  return out;
+}
+
+/// A block's forward for a given plan, in double: routed experts (with the
+/// block's weight placement) plus its shared experts.
+template <class R, class X, class C, class S>
+Matrix forward_with_plan(const MoEBlock<R, X, C, S>& block, const MatrixRef& x, const RoutingPlan& plan) {
+  const WeightPlacement placement =
+      moekit::detail::combine_scales_input<C>::get(block.combine()) ? WeightPlacement::input : WeightPlacement::output;
+  Matrix y = forward_with_plan(block.experts(), x, plan, placement);
+  if (const auto* sh = block.shared_experts()) {
+    // Recombine in double: routed part (already rounded) + shared part.
+    const Eigen::MatrixXd s = shared_experts(*sh, x);
+    for (Index t = 0; t < y.rows(); ++t)
+      for (Index c = 0; c < y.cols(); ++c) y(t, c) = static_cast<float>(static_cast<double>(y(t, c)) + s(t, c));
+  }
+  return y;
+}
+
+/// The whole forward of a block, in double. Routers of the Router<> family are
+/// routed by the reference router; other routers (expert choice, sparsemixer)
+/// by their own route(). `plan_out` receives the plan.
+template <class R, class X, class C, class S>
+Matrix forward(const MoEBlock<R, X, C, S>& block, const MatrixRef& x, RoutingPlan* plan_out = nullptr) {
+  RoutingPlan plan;
+  if constexpr (detail::is_router_family<R>::value) {
+    plan = route(block.router(), x);
+  } else {
+    plan = block.router().route(x);
+  }
   if (plan_out) *plan_out = plan;
-  return forward_with_plan(block.experts(), x, plan);
+  return forward_with_plan(block, x, plan);
 }
 
 }  // namespace reference

@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: MIT
+// GatedExperts<Gate>: a bank of E gated feed-forward experts in checkpoint layout.
+//
+//   expert_e(x) = s · (W_down,e · gate_fn(W_gate,e · x + b_gate,e, W_up,e · x + b_up,e) + b_down,e)
+//
+// gate_fn is a gate policy (activation.hpp): SiluGate gives SwiGLU (Mixtral,
+// Qwen, OLMoE, DeepSeek, Llama-4, Granite, DBRX, Jamba, Phi-MoE), GeluGate
+// GeGLU, ClampedSwiGluGate the gpt-oss expert. Biases are optional (gpt-oss
+// has them); s is an optional output scale (1 by default).
+//
+// Weights are stored stacked as most checkpoints hold them: gate and up
+// [E, f, d], down [E, d, f] (row-major [E·f, d] and [E·d, f]). Builders take
+// the other layouts in circulation:
+//   from_gate_up             fused [E, 2f, d], gate rows first (transformers v5, Granite)
+//   from_transposed_gate_up  [E, d, 2f] used as x @ W, halves (Llama-4) or
+//                            interleaved columns (gpt-oss), with down [E, f, d]
+#pragma once
+
+#include <cmath>
+#include <utility>
+
+#include "../core/error.hpp"
+#include "../core/tensor.hpp"
+#include "activation.hpp"
+
+MOEKIT_NAMESPACE_BEGIN
+
+/// How the gate and up halves share the 2f columns of a fused gate_up tensor.
+enum class GateUpLayout {
+  halves,       ///< [gate | up] (Llama-4, transformers v5, Granite)
+  interleaved,  ///< gate = columns 0, 2, 4, ...; up = 1, 3, 5, ... (gpt-oss)
+};
+
+template <class Gate>
+class GatedExperts {
+ public:
+  using GatePolicy = Gate;
+
+  GatedExperts() = default;
+
+  /// E experts of hidden size d and FFN size f, weights zero, no biases.
+  GatedExperts(Index num_experts, Index hidden, Index ffn, Gate gate_fn = Gate())
+      : gate_fn_(gate_fn) {
+    detail::require(num_experts >= 1 && hidden >= 1 && ffn >= 1,
+                    "experts: expected E, d, f >= 1, got E = ", num_experts, ", d = ", hidden,
+                    ", f = ", ffn);
+    E_ = num_experts;
+    d_ = hidden;
+    f_ = ffn;
+    gate_ = Matrix::Zero(E_ * f_, d_);
+    up_ = Matrix::Zero(E_ * f_, d_);
+    down_ = Matrix::Zero(E_ * d_, f_);
+  }
+
+  /// From stacked weights: gate and up [E·f, d], down [E·d, f].
+  /// Throws moekit::Error on mismatched shapes or non-finite weights.
+  GatedExperts(Index num_experts, Matrix gate, Matrix up, Matrix down, Gate gate_fn = Gate())
+      : gate_fn_(gate_fn), gate_(std::move(gate)), up_(std::move(up)), down_(std::move(down)) {
+    detail::require(num_experts >= 1, "experts: expected num_experts >= 1, got ", num_experts);
+    E_ = num_experts;
+    d_ = gate_.cols();
+    detail::require(d_ >= 1, "expert gate weight: expected hidden size >= 1, got ", d_);
+    detail::require(gate_.rows() >= E_ && gate_.rows() % E_ == 0,
+                    "expert gate weight: expected [E * f, d] rows divisible by E = ", E_,
+                    ", got shape ", detail::shape_string(gate_.rows(), gate_.cols()));
+    f_ = gate_.rows() / E_;
+    detail::require_shape("expert up weight", up_.rows(), up_.cols(), E_ * f_, d_);
+    detail::require_shape("expert down weight", down_.rows(), down_.cols(), E_ * d_, f_);
+    detail::require_finite("expert gate weight", gate_);
+    detail::require_finite("expert up weight", up_);
+    detail::require_finite("expert down weight", down_);
+  }
+
+  /// From raw stacked buffers (copied): gate, up [E, f, d]; down [E, d, f].
+  static GatedExperts from_stacked(Index E, Index d, Index f, const float* gate, const float* up,
+                                   const float* down, Gate gate_fn = Gate()) {
+    detail::require(E >= 1 && d >= 1 && f >= 1, "experts: expected E, d, f >= 1, got E = ", E,
+                    ", d = ", d, ", f = ", f);
+    return GatedExperts(E, ConstMatrixMap(gate, E * f, d), ConstMatrixMap(up, E * f, d),
+                        ConstMatrixMap(down, E * d, f), gate_fn);
+  }
+
+  /// From a fused gate_up [E·2f, d] (per expert: f gate rows, then f up rows)
+  /// and down [E·d, f].
+  static GatedExperts from_gate_up(Index E, const MatrixRef& gate_up, const MatrixRef& down,
+                                   Gate gate_fn = Gate()) {
+    detail::require(E >= 1, "experts: expected num_experts >= 1, got ", E);
+    detail::require(gate_up.rows() > 0 && gate_up.rows() % (2 * E) == 0,
+                    "expert gate_up weight: expected [E * 2f, d] rows divisible by 2E = ", 2 * E,
+                    ", got shape ", detail::shape_string(gate_up.rows(), gate_up.cols()));
+    const Index f = gate_up.rows() / (2 * E), d = gate_up.cols();
+    Matrix gate(E * f, d), up(E * f, d);
+    for (Index e = 0; e < E; ++e) {
+      gate.middleRows(e * f, f) = gate_up.middleRows(2 * e * f, f);
+      up.middleRows(e * f, f) = gate_up.middleRows(2 * e * f + f, f);
+    }
+    return GatedExperts(E, std::move(gate), std::move(up), Matrix(down), gate_fn);
+  }
+
+  /// From transposed tensors used as x @ W: gate_up [E·d, 2f] and down [E·f, d].
+  static GatedExperts from_transposed_gate_up(Index E, const MatrixRef& gate_up, const MatrixRef& down,
+                                              GateUpLayout layout, Gate gate_fn = Gate()) {
+    detail::require(E >= 1, "experts: expected num_experts >= 1, got ", E);
+    detail::require(gate_up.rows() > 0 && gate_up.rows() % E == 0 && gate_up.cols() % 2 == 0,
+                    "expert gate_up weight: expected [E * d, 2f] with E = ", E, ", got shape ",
+                    detail::shape_string(gate_up.rows(), gate_up.cols()));
+    const Index d = gate_up.rows() / E, f = gate_up.cols() / 2;
+    detail::require_shape("expert down weight (transposed)", down.rows(), down.cols(), E * f, d);
+    Matrix gate(E * f, d), up(E * f, d), dn(E * d, f);
+    for (Index e = 0; e < E; ++e) {
+      const auto gu = gate_up.middleRows(e * d, d);  // [d, 2f]
+      for (Index i = 0; i < f; ++i) {
+        const Index gc = layout == GateUpLayout::halves ? i : 2 * i;
+        const Index uc = layout == GateUpLayout::halves ? f + i : 2 * i + 1;
+        gate.row(e * f + i) = gu.col(gc).transpose();
+        up.row(e * f + i) = gu.col(uc).transpose();
+      }
+      dn.middleRows(e * d, d) = down.middleRows(e * f, f).transpose();
+    }
+    return GatedExperts(E, std::move(gate), std::move(up), std::move(dn), gate_fn);
+  }
+
+  /// Optional biases: gate and up [E, f], down [E, d]; an empty matrix means none.
+  GatedExperts& set_biases(Matrix gate_bias, Matrix up_bias, Matrix down_bias) {
+    if (gate_bias.size()) detail::require_shape("expert gate bias", gate_bias.rows(), gate_bias.cols(), E_, f_);
+    if (up_bias.size()) detail::require_shape("expert up bias", up_bias.rows(), up_bias.cols(), E_, f_);
+    if (down_bias.size()) detail::require_shape("expert down bias", down_bias.rows(), down_bias.cols(), E_, d_);
+    detail::require_finite("expert gate bias", gate_bias);
+    detail::require_finite("expert up bias", up_bias);
+    detail::require_finite("expert down bias", down_bias);
+    gate_bias_ = std::move(gate_bias);
+    up_bias_ = std::move(up_bias);
+    down_bias_ = std::move(down_bias);
+    return *this;
+  }
+  /// Biases from a fused gate_up bias [E, 2f] in the given layout, and down [E, d].
+  GatedExperts& set_fused_biases(const MatrixRef& gate_up_bias, Matrix down_bias, GateUpLayout layout) {
+    detail::require_shape("expert gate_up bias", gate_up_bias.rows(), gate_up_bias.cols(), E_, 2 * f_);
+    Matrix gb(E_, f_), ub(E_, f_);
+    for (Index i = 0; i < f_; ++i) {
+      gb.col(i) = gate_up_bias.col(layout == GateUpLayout::halves ? i : 2 * i);
+      ub.col(i) = gate_up_bias.col(layout == GateUpLayout::halves ? f_ + i : 2 * i + 1);
+    }
+    return set_biases(std::move(gb), std::move(ub), std::move(down_bias));
+  }
+
+  /// Multiplies every expert output (after the down bias); NLLB-style eval scaling.
+  GatedExperts& set_output_scale(float s) {
+    detail::require(std::isfinite(s), "expert output scale: expected a finite value, got ", s);
+    output_scale_ = s;
+    return *this;
+  }
+
+  Index num_experts() const noexcept { return E_; }
+  Index hidden_size() const noexcept { return d_; }
+  Index ffn_size() const noexcept { return f_; }
+  const Gate& gate_fn() const noexcept { return gate_fn_; }
+  float output_scale() const noexcept { return output_scale_; }
+
+  /// Per-expert weight views: gate(e), up(e) [f, d]; down(e) [d, f].
+  MatrixMap gate(Index e) { return MatrixMap(gate_.data() + checked(e) * f_ * d_, f_, d_); }
+  MatrixMap up(Index e) { return MatrixMap(up_.data() + checked(e) * f_ * d_, f_, d_); }
+  MatrixMap down(Index e) { return MatrixMap(down_.data() + checked(e) * d_ * f_, d_, f_); }
+  ConstMatrixMap gate(Index e) const {
+    return ConstMatrixMap(gate_.data() + checked(e) * f_ * d_, f_, d_);
+  }
+  ConstMatrixMap up(Index e) const { return ConstMatrixMap(up_.data() + checked(e) * f_ * d_, f_, d_); }
+  ConstMatrixMap down(Index e) const {
+    return ConstMatrixMap(down_.data() + checked(e) * d_ * f_, d_, f_);
+  }
+
+  /// Stacked weights: gate, up [E·f, d]; down [E·d, f]. Biases [E, f] / [E, d] or empty.
+  const Matrix& gate_weights() const noexcept { return gate_; }
+  const Matrix& up_weights() const noexcept { return up_; }
+  const Matrix& down_weights() const noexcept { return down_; }
+  const Matrix& gate_bias() const noexcept { return gate_bias_; }
+  const Matrix& up_bias() const noexcept { return up_bias_; }
+  const Matrix& down_bias() const noexcept { return down_bias_; }
+
+  /// Scratch floats forward() needs per input row.
+  Index scratch_per_row() const noexcept { return 2 * f_; }
+
+  /// Runs expert e on n rows: x [n, d] -> out [n, d]; scratch [n, 2f].
+  /// The kernel entry point of the block: no checks, no allocation.
+  void forward(Index e, const float* x, Index n, float* out, float* scratch) const {
+    if (n == 0) return;
+    ConstMatrixMap X(x, n, d_);
+    MatrixMap G(scratch, n, f_), U(scratch + n * f_, n, f_), Y(out, n, d_);
+    G.noalias() = X * gate_.middleRows(e * f_, f_).transpose();  // [n, f]
+    U.noalias() = X * up_.middleRows(e * f_, f_).transpose();    // [n, f]
+    if (gate_bias_.size()) G.rowwise() += gate_bias_.row(e);
+    if (up_bias_.size()) U.rowwise() += up_bias_.row(e);
+    for (Index i = 0; i < n * f_; ++i) scratch[i] = gate_fn_(scratch[i], scratch[n * f_ + i]);
+    Y.noalias() = G * down_.middleRows(e * d_, d_).transpose();  // [n, d]
+    if (down_bias_.size()) Y.rowwise() += down_bias_.row(e);
+    if (output_scale_ != 1.0f) Y *= output_scale_;
+  }
+
+  /// Convenience: expert e on x [n, d], returns [n, d]. Checks its arguments.
+  Matrix forward(Index e, const MatrixRef& x) const {
+    checked(e);
+    detail::require_size("expert input columns (hidden size)", x.cols(), d_);
+    const Matrix xc = x;  // contiguous copy
+    Matrix out(x.rows(), d_);
+    Matrix scratch(x.rows(), 2 * f_);
+    forward(e, xc.data(), x.rows(), out.data(), scratch.data());
+    return out;
+  }
+
+ private:
+  Index checked(Index e) const {
+    detail::require(e >= 0 && e < E_, "expert id: expected [0, ", E_, "), got ", e);
+    return e;
+  }
+
+  Index E_ = 0, d_ = 0, f_ = 0;
+  Gate gate_fn_;
+  Matrix gate_;       // [E·f, d]
+  Matrix up_;         // [E·f, d]
+  Matrix down_;       // [E·d, f]
+  Matrix gate_bias_;  // [E, f] or empty
+  Matrix up_bias_;    // [E, f] or empty
+  Matrix down_bias_;  // [E, d] or empty
+  float output_scale_ = 1.0f;
+};
+
+/// SwiGLU experts (the common case).
+using SwiGluExperts = GatedExperts<SiluGate>;
+/// GeGLU experts (exact GELU).
+using GeGluExperts = GatedExperts<GeluGate>;
+/// gpt-oss experts: clamped SwiGLU with biases (set alpha / limit on the gate policy).
+using ClampedSwiGluExperts = GatedExperts<ClampedSwiGluGate>;
+
+MOEKIT_NAMESPACE_END

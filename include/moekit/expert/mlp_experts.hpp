@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: MIT
+// MlpExperts<Act>: a bank of E plain (non-gated) two-layer experts.
+//
+//   expert_e(x) = s · (W_out,e · act(W_in,e · x + b_in,e) + b_out,e)
+//
+// Switch Transformers (wi / wo, ReLU, no biases), NLLB-MoE (fc1 / fc2, ReLU,
+// biases, eval output scale 1 − moe_token_dropout) and ReLU-expert research
+// models (MoE-X). W_in is [E, f, d] and W_out [E, d, f], stacked row-major.
+#pragma once
+
+#include <cmath>
+#include <utility>
+
+#include "../core/error.hpp"
+#include "../core/tensor.hpp"
+#include "activation.hpp"
+
+MOEKIT_NAMESPACE_BEGIN
+
+template <class Act>
+class MlpExperts {
+ public:
+  using ActivationPolicy = Act;
+
+  MlpExperts() = default;
+
+  /// From stacked weights: w_in [E·f, d], w_out [E·d, f].
+  MlpExperts(Index num_experts, Matrix w_in, Matrix w_out, Act act = Act())
+      : act_(act), in_(std::move(w_in)), out_(std::move(w_out)) {
+    detail::require(num_experts >= 1, "experts: expected num_experts >= 1, got ", num_experts);
+    E_ = num_experts;
+    d_ = in_.cols();
+    detail::require(d_ >= 1, "expert input weight: expected hidden size >= 1, got ", d_);
+    detail::require(in_.rows() >= E_ && in_.rows() % E_ == 0,
+                    "expert input weight: expected [E * f, d] rows divisible by E = ", E_,
+                    ", got shape ", detail::shape_string(in_.rows(), in_.cols()));
+    f_ = in_.rows() / E_;
+    detail::require_shape("expert output weight", out_.rows(), out_.cols(), E_ * d_, f_);
+    detail::require_finite("expert input weight", in_);
+    detail::require_finite("expert output weight", out_);
+  }
+
+  /// Optional biases: in [E, f], out [E, d]; empty means none.
+  MlpExperts& set_biases(Matrix in_bias, Matrix out_bias) {
+    if (in_bias.size()) detail::require_shape("expert input bias", in_bias.rows(), in_bias.cols(), E_, f_);
+    if (out_bias.size()) detail::require_shape("expert output bias", out_bias.rows(), out_bias.cols(), E_, d_);
+    detail::require_finite("expert input bias", in_bias);
+    detail::require_finite("expert output bias", out_bias);
+    in_bias_ = std::move(in_bias);
+    out_bias_ = std::move(out_bias);
+    return *this;
+  }
+  /// Multiplies every expert output (after the output bias): NLLB eval uses 1 − moe_token_dropout.
+  MlpExperts& set_output_scale(float s) {
+    detail::require(std::isfinite(s), "expert output scale: expected a finite value, got ", s);
+    output_scale_ = s;
+    return *this;
+  }
+
+  Index num_experts() const noexcept { return E_; }
+  Index hidden_size() const noexcept { return d_; }
+  Index ffn_size() const noexcept { return f_; }
+  const Act& activation() const noexcept { return act_; }
+  float output_scale() const noexcept { return output_scale_; }
+
+  /// Per-expert views: w_in(e) [f, d], w_out(e) [d, f].
+  ConstMatrixMap w_in(Index e) const { return ConstMatrixMap(in_.data() + checked(e) * f_ * d_, f_, d_); }
+  ConstMatrixMap w_out(Index e) const { return ConstMatrixMap(out_.data() + checked(e) * d_ * f_, d_, f_); }
+  MatrixMap w_in(Index e) { return MatrixMap(in_.data() + checked(e) * f_ * d_, f_, d_); }
+  MatrixMap w_out(Index e) { return MatrixMap(out_.data() + checked(e) * d_ * f_, d_, f_); }
+  const Matrix& in_weights() const noexcept { return in_; }
+  const Matrix& out_weights() const noexcept { return out_; }
+  const Matrix& in_bias() const noexcept { return in_bias_; }
+  const Matrix& out_bias() const noexcept { return out_bias_; }
+
+  Index scratch_per_row() const noexcept { return f_; }
+
+  /// Runs expert e on n rows: x [n, d] -> out [n, d]; scratch [n, f].
+  void forward(Index e, const float* x, Index n, float* out, float* scratch) const {
+    if (n == 0) return;
+    ConstMatrixMap X(x, n, d_);
+    MatrixMap H(scratch, n, f_), Y(out, n, d_);
+    H.noalias() = X * in_.middleRows(e * f_, f_).transpose();  // [n, f]
+    if (in_bias_.size()) H.rowwise() += in_bias_.row(e);
+    for (Index i = 0; i < n * f_; ++i) scratch[i] = act_(scratch[i]);
+    Y.noalias() = H * out_.middleRows(e * d_, d_).transpose();  // [n, d]
+    if (out_bias_.size()) Y.rowwise() += out_bias_.row(e);
+    if (output_scale_ != 1.0f) Y *= output_scale_;
+  }
+
+  Matrix forward(Index e, const MatrixRef& x) const {
+    checked(e);
+    detail::require_size("expert input columns (hidden size)", x.cols(), d_);
+    const Matrix xc = x;
+    Matrix out(x.rows(), d_), scratch(x.rows(), f_);
+    forward(e, xc.data(), x.rows(), out.data(), scratch.data());
+    return out;
+  }
+
+ private:
+  Index checked(Index e) const {
+    detail::require(e >= 0 && e < E_, "expert id: expected [0, ", E_, "), got ", e);
+    return e;
+  }
+
+  Index E_ = 0, d_ = 0, f_ = 0;
+  Act act_;
+  Matrix in_, out_;           // [E·f, d], [E·d, f]
+  Matrix in_bias_, out_bias_; // [E, f], [E, d] or empty
+  float output_scale_ = 1.0f;
+};
+
+using ReluExperts = MlpExperts<ReluActivation>;
+using GeluExperts = MlpExperts<GeluActivation>;
+
+MOEKIT_NAMESPACE_END
