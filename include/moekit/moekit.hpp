@@ -34,5 +34,9 @@
 
 #include "block/moe_block.hpp"
 #include "block/router_gradients.hpp"
+#include "block/moe_layer.hpp"
+#include "block/presets.hpp"
+
+#include "io/tensor_source.hpp"
 
 #include "reference/reference.hpp"
