@@ -39,4 +39,6 @@
 
 #include "io/tensor_source.hpp"
 
+#include "hooks/observer.hpp"
+
 #include "reference/reference.hpp"

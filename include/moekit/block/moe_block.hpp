@@ -32,6 +32,7 @@
 #include "../core/tensor.hpp"
 #include "../expert/gated_experts.hpp"
 #include "../expert/shared_experts.hpp"
+#include "../hooks/observer.hpp"
 #include "../parallel/executor.hpp"
 #include "../router/router.hpp"
 #include "../router/routing_plan.hpp"
@@ -136,9 +137,27 @@ class MoEBlock {
   /// The result is bit-identical for every executor and thread count.
   template <class Executor>
   void forward(const MatrixRef& x, MatrixOut y, Executor& executor) {
+    NoObserver none;
+    forward(x, y, executor, none);
+  }
+
+  /// forward() that also reports to an observer (hooks/observer.hpp).
+  template <class Executor, class Observer>
+  void forward(const MatrixRef& x, MatrixOut y, Executor& executor, Observer& observer) {
     check_input(x);
     router_.route(x, plan_, logits_);
-    run(x, plan_, y, executor);
+    if constexpr (detail::observer_enabled<Observer>()) {
+      if constexpr (detail::observer_has_route<Observer>::value) observer.on_route(x, logits_, plan_);
+    }
+    run(x, plan_, y, executor, observer);
+  }
+  /// Serial forward with an observer: y = block(x).
+  template <class Observer, class = std::enable_if_t<!std::is_base_of_v<Eigen::EigenBase<Observer>, Observer>>>
+  Matrix forward(const MatrixRef& x, Observer& observer) {
+    Matrix y(x.rows(), hidden_size());
+    SerialExecutor serial;
+    forward(x, y, serial, observer);
+    return y;
   }
 
   /// Runs the experts and the combine for a plan the caller made or edited
@@ -151,7 +170,8 @@ class MoEBlock {
     detail::require(plan.num_experts == num_experts(), "routing plan: expected num_experts ",
                     num_experts(), ", got ", plan.num_experts);
     detail::require_size("routing plan rows (tokens)", plan.num_tokens(), x.rows());
-    run(x, plan, y, executor);
+    NoObserver none;
+    run(x, plan, y, executor, none);
   }
   void forward_with_plan(const MatrixRef& x, const RoutingPlan& plan, MatrixOut y) {
     SerialExecutor serial;
@@ -172,8 +192,9 @@ class MoEBlock {
     if (options_.non_finite_input == NonFinitePolicy::reject) detail::require_finite("input x", x);
   }
 
-  template <class Executor>
-  void run(const MatrixRef& x, const RoutingPlan& plan, MatrixOut& y, Executor& executor) {
+  template <class Executor, class Observer>
+  void run(const MatrixRef& x, const RoutingPlan& plan, MatrixOut& y, Executor& executor,
+           Observer& observer) {
     const Index T = x.rows(), d = hidden_size(), E = num_experts();
     detail::require_shape("output y", y.rows(), y.cols(), T, d);
     dispatch(plan, groups_);
@@ -207,6 +228,15 @@ class MoEBlock {
       experts_.forward(e, xin, n, grouped_out_.data() + begin * d,
                        scratch_.data() + begin * per_row);
     });
+
+    if constexpr (detail::observer_enabled<Observer>()) {
+      if (detail::observer_wants_outputs<Observer>::get(observer))
+        for (const Index e : active_) {
+          const Index begin = groups_.offsets[static_cast<std::size_t>(e)];
+          observer.on_expert_output(e, groups_.tokens.data() + begin, groups_.slots.data() + begin,
+                                    groups_.count(e), grouped_out_.data() + begin * d);
+        }
+    }
 
     // Combine in token chunks (fixed order inside each token), then the shared
     // experts on the same chunk of rows.
