@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: MIT
+// AVX2 + FMA f32 kernels over packed weights (packing.hpp).
+//
+// NOTE: 16 ymm registers. Gate/up tiles are 3 rows x (16 gate + 16 up)
+// columns: 12 accumulators, the panel values taken as memory operands of the
+// FMAs. Down tiles are 6 rows x 16 columns: 12 accumulators. Column tails
+// (< 16) go through a small stack tile, then are copied.
+#pragma once
+
+#include "../target.hpp"
+
+#ifdef MOEKIT_HAVE_X86_KERNELS
+#include <cmath>
+
+#include "../packing.hpp"
+
+MOEKIT_NAMESPACE_BEGIN
+namespace kernels {
+namespace avx2 {
+
+constexpr int kGateUpRows = 3;
+constexpr int kDownRows = 6;
+
+template <int MR>
+MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, const float* B, float* G, float* U,
+                                            Index ldo) {
+  __m256 g0[MR], g1[MR], u0[MR], u1[MR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) g0[r] = g1[r] = u0[r] = u1[r] = _mm256_setzero_ps();
+  for (Index k = 0; k < K; ++k) {
+    const float* b = B + k * 32;
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
+      g0[r] = _mm256_fmadd_ps(a, _mm256_load_ps(b), g0[r]);
+      g1[r] = _mm256_fmadd_ps(a, _mm256_load_ps(b + 8), g1[r]);
+      u0[r] = _mm256_fmadd_ps(a, _mm256_load_ps(b + 16), u0[r]);
+      u1[r] = _mm256_fmadd_ps(a, _mm256_load_ps(b + 24), u1[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    _mm256_storeu_ps(G + r * ldo, g0[r]);
+    _mm256_storeu_ps(G + r * ldo + 8, g1[r]);
+    _mm256_storeu_ps(U + r * ldo, u0[r]);
+    _mm256_storeu_ps(U + r * ldo + 8, u1[r]);
+  }
+}
+
+template <int MR>
+MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, const float* B, float* Y, Index ldy) {
+  __m256 y0[MR], y1[MR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) y0[r] = y1[r] = _mm256_setzero_ps();
+  for (Index k = 0; k < K; ++k) {
+    const __m256 b0 = _mm256_load_ps(B + k * 16), b1 = _mm256_load_ps(B + k * 16 + 8);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
+      y0[r] = _mm256_fmadd_ps(a, b0, y0[r]);
+      y1[r] = _mm256_fmadd_ps(a, b1, y1[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    _mm256_storeu_ps(Y + r * ldy, y0[r]);
+    _mm256_storeu_ps(Y + r * ldy + 8, y1[r]);
+  }
+}
+
+MOEKIT_TARGET_AVX2 inline void gate_up_f32(const float* A, Index lda, Index m, Index K, const float* packed, Index f,
+                                           Index c0, Index c1, float* G, float* U, Index ldo) {
+  (void)f;
+  alignas(32) float tg[kGateUpRows * kPanel], tu[kGateUpRows * kPanel];
+  for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
+    const float* B = packed + p * K * 2 * kPanel;
+    const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
+    for (Index i = 0; i < m; i += kGateUpRows) {
+      const Index mr = (m - i) < kGateUpRows ? (m - i) : kGateUpRows;
+      const float* a = A + i * lda;
+      const bool full = ncols == kPanel;
+      float* g = full ? G + i * ldo + p * kPanel : tg;
+      float* u = full ? U + i * ldo + p * kPanel : tu;
+      const Index ld = full ? ldo : kPanel;
+      switch (mr) {
+        case 3: gate_up_tile<3>(a, lda, K, B, g, u, ld); break;
+        case 2: gate_up_tile<2>(a, lda, K, B, g, u, ld); break;
+        default: gate_up_tile<1>(a, lda, K, B, g, u, ld); break;
+      }
+      if (!full)
+        for (Index r = 0; r < mr; ++r)
+          for (Index j = 0; j < ncols; ++j) {
+            G[(i + r) * ldo + p * kPanel + j] = tg[r * kPanel + j];
+            U[(i + r) * ldo + p * kPanel + j] = tu[r * kPanel + j];
+          }
+    }
+  }
+}
+
+MOEKIT_TARGET_AVX2 inline void matmul_f32(const float* A, Index lda, Index m, Index K, const float* packed, Index N,
+                                          Index c0, Index c1, float* Y, Index ldy) {
+  (void)N;
+  alignas(32) float ty[kDownRows * kPanel];
+  for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
+    const float* B = packed + p * K * kPanel;
+    const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
+    for (Index i = 0; i < m; i += kDownRows) {
+      const Index mr = (m - i) < kDownRows ? (m - i) : kDownRows;
+      const float* a = A + i * lda;
+      const bool full = ncols == kPanel;
+      float* y = full ? Y + i * ldy + p * kPanel : ty;
+      const Index ld = full ? ldy : kPanel;
+      switch (mr) {
+        case 6: down_tile<6>(a, lda, K, B, y, ld); break;
+        case 5: down_tile<5>(a, lda, K, B, y, ld); break;
+        case 4: down_tile<4>(a, lda, K, B, y, ld); break;
+        case 3: down_tile<3>(a, lda, K, B, y, ld); break;
+        case 2: down_tile<2>(a, lda, K, B, y, ld); break;
+        default: down_tile<1>(a, lda, K, B, y, ld); break;
+      }
+      if (!full)
+        for (Index r = 0; r < mr; ++r)
+          for (Index j = 0; j < ncols; ++j) Y[(i + r) * ldy + p * kPanel + j] = ty[r * kPanel + j];
+    }
+  }
+}
+
+/// exp(x) for 8 lanes (see the AVX-512 version).
+MOEKIT_TARGET_AVX2 inline __m256 exp_ps(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.0f)), _mm256_set1_ps(88.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  // 2^n: n in [-127, 127] after the clamp; build the exponent bits.
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+MOEKIT_TARGET_AVX2 inline void silu_mul_f32(const float* g, const float* u, float* h, Index n) {
+  Index i = 0;
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gv = _mm256_loadu_ps(g + i);
+    const __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+    _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; ++i) h[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+}  // namespace avx2
+}  // namespace kernels
+MOEKIT_NAMESPACE_END
+
+#endif  // MOEKIT_HAVE_X86_KERNELS

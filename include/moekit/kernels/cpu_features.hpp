@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: MIT
+// CPU feature detection, done once per process.
+//
+// x86-64: CPUID for the instruction sets and XGETBV for whether the OS saves
+// the YMM / ZMM state (an AVX-512 CPU under an OS that does not enable it must
+// not run AVX-512 code). AArch64: NEON (Advanced SIMD) is architectural.
+// Other targets: nothing, the scalar kernels run.
+#pragma once
+
+#include <cstdint>
+
+#include "../config.hpp"
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#define MOEKIT_ARCH_X86 1
+#if defined(__GNUC__) || defined(__clang__)
+#include <cpuid.h>
+#endif
+#elif defined(__aarch64__) || defined(_M_ARM64)
+#define MOEKIT_ARCH_ARM64 1
+#endif
+
+MOEKIT_NAMESPACE_BEGIN
+
+struct CpuFeatures {
+  bool avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+  bool avx512bf16 = false, avx512vnni = false;
+  bool neon = false;
+};
+
+namespace detail {
+
+#if defined(MOEKIT_ARCH_X86) && (defined(__GNUC__) || defined(__clang__))
+inline std::uint64_t xgetbv0() noexcept {
+  std::uint32_t eax = 0, edx = 0;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<std::uint64_t>(edx) << 32) | eax;
+}
+
+inline CpuFeatures detect_cpu_features() noexcept {
+  CpuFeatures f;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const bool osxsave = (c >> 27) & 1u, avx = (c >> 28) & 1u;
+  const bool fma = (c >> 12) & 1u, f16c = (c >> 29) & 1u;
+  if (!osxsave || !avx) return f;
+  const std::uint64_t xcr0 = xgetbv0();
+  const bool os_ymm = (xcr0 & 0x6u) == 0x6u;       // SSE + AVX state
+  const bool os_zmm = (xcr0 & 0xe6u) == 0xe6u;     // + opmask, ZMM_Hi256, Hi16_ZMM
+  if (!os_ymm) return f;
+  unsigned max_leaf = __get_cpuid_max(0, nullptr);
+  if (max_leaf < 7) return f;
+  __cpuid_count(7, 0, a, b, c, d);
+  f.avx2 = (b >> 5) & 1u;
+  f.fma = fma;
+  f.f16c = f16c;
+  if (os_zmm) {
+    f.avx512f = (b >> 16) & 1u;
+    f.avx512dq = (b >> 17) & 1u;
+    f.avx512bw = (b >> 30) & 1u;
+    f.avx512vl = (b >> 31) & 1u;
+    f.avx512vnni = (c >> 11) & 1u;
+    unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
+    __cpuid_count(7, 1, a1, b1, c1, d1);
+    f.avx512bf16 = (a1 >> 5) & 1u;
+  }
+  return f;
+}
+#elif defined(MOEKIT_ARCH_ARM64)
+inline CpuFeatures detect_cpu_features() noexcept {
+  CpuFeatures f;
+  f.neon = true;
+  return f;
+}
+#else
+inline CpuFeatures detect_cpu_features() noexcept { return CpuFeatures(); }
+#endif
+
+}  // namespace detail
+
+/// The features of this CPU (and OS), detected on first call.
+inline const CpuFeatures& cpu_features() noexcept {
+  static const CpuFeatures f = detail::detect_cpu_features();
+  return f;
+}
+
+MOEKIT_NAMESPACE_END

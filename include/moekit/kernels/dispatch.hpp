@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: MIT
+// Runtime ISA dispatch: which kernels run, chosen once from the CPU and capped
+// by the environment (MOEKIT_MAX_ISA) or the API (set_max_isa).
+//
+//   Isa::scalar       plain C++, every target
+//   Isa::avx2         AVX2 + FMA + F16C
+//   Isa::avx512       AVX-512 F/BW/VL/DQ
+//   Isa::avx512_bf16  AVX-512 with BF16 and VNNI
+//   Isa::neon         AArch64 Advanced SIMD
+// The active ISA is min(best the CPU and OS support, MOEKIT_MAX_ISA,
+// set_max_isa()). Tests run every available ISA by capping it
+// (available_isas()); benchmarks report active_isa().
+#pragma once
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "avx2/gemm_f32.hpp"
+#include "avx512/gemm_f32.hpp"
+#include "cpu_features.hpp"
+#include "neon/gemm_f32.hpp"
+#include "scalar/gemm_f32.hpp"
+
+MOEKIT_NAMESPACE_BEGIN
+
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3, neon = 4 };
+
+inline const char* isa_name(Isa isa) noexcept {
+  switch (isa) {
+    case Isa::scalar: return "scalar";
+    case Isa::avx2: return "avx2";
+    case Isa::avx512: return "avx512";
+    case Isa::avx512_bf16: return "avx512_bf16";
+    case Isa::neon: return "neon";
+  }
+  return "?";
+}
+
+/// Parses an ISA name (as isa_name prints it); throws moekit::Error otherwise.
+inline Isa parse_isa(const std::string& s) {
+  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::neon})
+    if (s == isa_name(i)) return i;
+  detail::fail("isa: expected one of scalar, avx2, avx512, avx512_bf16, neon, got \"", s, "\"");
+}
+
+namespace detail {
+
+// Capability rank within an architecture (neon and the x86 tiers never mix).
+inline int isa_rank(Isa isa) noexcept { return isa == Isa::neon ? 1 : static_cast<int>(isa); }
+
+inline Isa best_supported_isa() noexcept {
+  const CpuFeatures& f = cpu_features();
+#if defined(MOEKIT_HAVE_X86_KERNELS)
+  const bool avx512 = f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx2 && f.fma;
+  if (avx512 && f.avx512bf16 && f.avx512vnni) return Isa::avx512_bf16;
+  if (avx512) return Isa::avx512;
+  if (f.avx2 && f.fma && f.f16c) return Isa::avx2;
+#elif defined(MOEKIT_HAVE_NEON_KERNELS)
+  if (f.neon) return Isa::neon;
+#endif
+  (void)f;
+  return Isa::scalar;
+}
+
+// The MOEKIT_MAX_ISA cap, read once (-1: none). An unknown name is ignored
+// with a warning rather than aborting the user's program.
+inline int env_cap() noexcept {
+  static const int cap = [] {
+    const char* s = std::getenv("MOEKIT_MAX_ISA");
+    if (!s || !*s) return -1;
+    for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::neon})
+      if (std::string(s) == isa_name(i)) return isa_rank(i);
+    std::fprintf(stderr, "moekit: ignoring MOEKIT_MAX_ISA=%s (expected scalar, avx2, avx512, avx512_bf16, neon)\n", s);
+    return -1;
+  }();
+  return cap;
+}
+
+inline std::atomic<int>& api_cap() noexcept {
+  static std::atomic<int> cap{-1};
+  return cap;
+}
+
+}  // namespace detail
+
+/// The best ISA this CPU and OS support (ignoring any cap).
+inline Isa detected_isa() noexcept {
+  static const Isa isa = detail::best_supported_isa();
+  return isa;
+}
+
+/// Caps the ISA for every later kernel call (Isa::scalar forces plain C++).
+/// Affects the whole process; safe to call between forwards, not during one.
+inline void set_max_isa(Isa isa) noexcept { detail::api_cap().store(detail::isa_rank(isa)); }
+/// Removes the API cap (MOEKIT_MAX_ISA still applies).
+inline void clear_max_isa() noexcept { detail::api_cap().store(-1); }
+
+/// The ISA the kernels use now.
+inline Isa active_isa() noexcept {
+  const Isa best = detected_isa();
+  int rank = detail::isa_rank(best);
+  const int env = detail::env_cap(), api = detail::api_cap().load(std::memory_order_relaxed);
+  if (env >= 0 && env < rank) rank = env;
+  if (api >= 0 && api < rank) rank = api;
+  if (best == Isa::neon) return rank >= 1 ? Isa::neon : Isa::scalar;
+  return static_cast<Isa>(rank);
+}
+
+/// Every ISA this machine can run, lowest first (what tests iterate over).
+inline std::vector<Isa> available_isas() {
+  std::vector<Isa> out{Isa::scalar};
+  const Isa best = detected_isa();
+  if (best == Isa::neon) {
+    out.push_back(Isa::neon);
+  } else {
+    for (int r = 1; r <= detail::isa_rank(best); ++r) out.push_back(static_cast<Isa>(r));
+  }
+  return out;
+}
+
+namespace kernels {
+
+/// Entry points of one ISA.
+struct KernelTable {
+  Isa isa;
+  void (*gate_up_f32)(const float* A, Index lda, Index m, Index K, const float* packed, Index f, Index c0,
+                      Index c1, float* G, float* U, Index ldo);
+  void (*matmul_f32)(const float* A, Index lda, Index m, Index K, const float* packed, Index N, Index c0,
+                     Index c1, float* Y, Index ldy);
+  void (*silu_mul_f32)(const float* g, const float* u, float* h, Index n);
+};
+
+/// The table for `isa` (which must be available on this machine).
+inline const KernelTable& table_for(Isa isa) noexcept {
+  static const KernelTable scalar_table{Isa::scalar, &scalar::gate_up_f32, &scalar::matmul_f32,
+                                        &scalar::silu_mul_f32};
+#if defined(MOEKIT_HAVE_X86_KERNELS)
+  static const KernelTable avx2_table{Isa::avx2, &avx2::gate_up_f32, &avx2::matmul_f32, &avx2::silu_mul_f32};
+  static const KernelTable avx512_table{Isa::avx512, &avx512::gate_up_f32, &avx512::matmul_f32,
+                                        &avx512::silu_mul_f32};
+  static const KernelTable avx512_bf16_table{Isa::avx512_bf16, &avx512::gate_up_f32, &avx512::matmul_f32,
+                                             &avx512::silu_mul_f32};
+  switch (isa) {
+    case Isa::avx2: return avx2_table;
+    case Isa::avx512: return avx512_table;
+    case Isa::avx512_bf16: return avx512_bf16_table;
+    default: break;
+  }
+#elif defined(MOEKIT_HAVE_NEON_KERNELS)
+  static const KernelTable neon_table{Isa::neon, &neon::gate_up_f32, &neon::matmul_f32, &neon::silu_mul_f32};
+  if (isa == Isa::neon) return neon_table;
+#endif
+  (void)isa;
+  return scalar_table;
+}
+
+/// The kernels of the active ISA.
+inline const KernelTable& active() noexcept { return table_for(active_isa()); }
+
+}  // namespace kernels
+
+MOEKIT_NAMESPACE_END

@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: MIT
+// Per-function target attributes: each SIMD kernel carries the instruction
+// sets it needs, so the headers compile with no -march flag and the runtime
+// dispatch (dispatch.hpp) decides what runs.
+#pragma once
+
+#include "cpu_features.hpp"
+
+#if defined(MOEKIT_ARCH_X86) && (defined(__GNUC__) || defined(__clang__)) && !defined(MOEKIT_STATIC_DISPATCH)
+#define MOEKIT_HAVE_X86_KERNELS 1
+#define MOEKIT_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define MOEKIT_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define MOEKIT_TARGET_AVX512_BF16 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni,avx2,fma,f16c")))
+#include <immintrin.h>
+#endif
+
+#if defined(MOEKIT_ARCH_ARM64) && defined(__ARM_NEON)
+#define MOEKIT_HAVE_NEON_KERNELS 1
+#include <arm_neon.h>
+#endif
