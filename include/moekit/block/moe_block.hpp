@@ -65,6 +65,24 @@ template <class C>
 struct combine_scales_input<C, std::void_t<decltype(std::declval<const C&>().scales_input())>> {
   static bool get(const C& c) noexcept { return c.scales_input(); }
 };
+// Expert banks that split an expert's work into column blocks (two phases:
+// hidden columns, then output columns) and keep packed weights.
+template <class X, class = void>
+struct splits_columns : std::false_type {};
+template <class X>
+struct splits_columns<X, std::void_t<decltype(std::declval<const X&>().hidden_width()),
+                                     decltype(std::declval<X&>().prepare())>> : std::true_type {};
+
+template <class X, class = void>
+struct has_prepare : std::false_type {};
+template <class X>
+struct has_prepare<X, std::void_t<decltype(std::declval<X&>().prepare())>> : std::true_type {};
+
+template <class X>
+void prepare_if_any(X& x) {
+  if constexpr (has_prepare<X>::value) x.prepare();
+}
+
 }  // namespace detail
 
 template <class RouterT = Router<>, class ExpertsT = SwiGluExperts, class CombineT = WeightedSum,
@@ -205,13 +223,13 @@ class MoEBlock {
     grouped_out_.resize(static_cast<std::size_t>(rows * d));
     scratch_.resize(static_cast<std::size_t>(rows * per_row));
 
-    // One task per non-empty expert: gather its rows, run it. Tasks write
-    // disjoint row ranges, so any schedule gives the same bytes.
     active_.clear();
     for (Index e = 0; e < E; ++e)
       if (groups_.count(e) > 0) active_.push_back(e);
-    executor.parallel_for(static_cast<Index>(active_.size()), [&](Index i) {
-      const Index e = active_[static_cast<std::size_t>(i)];
+    const Index n_active = static_cast<Index>(active_.size());
+
+    // Gather each expert's rows (Llama-4: scaled by their weights).
+    const auto gather = [&](Index e) {
       const Index begin = groups_.offsets[static_cast<std::size_t>(e)], n = groups_.count(e);
       float* xin = grouped_in_.data() + begin * d;
       for (Index r = 0; r < n; ++r) {
@@ -225,9 +243,44 @@ class MoEBlock {
           std::copy(src, src + d, dst);
         }
       }
-      experts_.forward(e, xin, n, grouped_out_.data() + begin * d,
-                       scratch_.data() + begin * per_row);
-    });
+    };
+
+    if constexpr (detail::splits_columns<ExpertsT>::value) {
+      // NOTE: work is split over (expert, column block) so that one hot expert
+      // or a decode step with few experts still uses every thread. Phase 1
+      // computes hidden columns, phase 2 output columns; each output element is
+      // produced by exactly one task with a fixed summation order, so the bytes
+      // do not depend on the split or the thread count.
+      experts_.prepare();
+      executor.parallel_for(n_active, [&](Index i) { gather(active_[static_cast<std::size_t>(i)]); });
+      const Index f = experts_.hidden_width();
+      const Index target = 4 * std::max<Index>(1, static_cast<Index>(executor.num_threads()));
+      for (int phase = 0; phase < 2; ++phase) {
+        const Index width = phase == 0 ? f : d;
+        make_tasks(width, target, rows);
+        executor.parallel_for(static_cast<Index>(tasks_.size()), [&](Index i) {
+          const Task& tk = tasks_[static_cast<std::size_t>(i)];
+          const Index begin = groups_.offsets[static_cast<std::size_t>(tk.expert)], n = groups_.count(tk.expert);
+          float* scratch = scratch_.data() + begin * per_row;
+          if (phase == 0)
+            experts_.forward_hidden(tk.expert, grouped_in_.data() + begin * d, n, scratch, tk.c0, tk.c1);
+          else
+            experts_.forward_output(tk.expert, scratch, n, grouped_out_.data() + begin * d, tk.c0, tk.c1);
+        });
+      }
+    } else {
+      // One task per non-empty expert: gather its rows, run it. Tasks write
+      // disjoint row ranges, so any schedule gives the same bytes.
+      detail::prepare_if_any(experts_);
+      executor.parallel_for(n_active, [&](Index i) {
+        const Index e = active_[static_cast<std::size_t>(i)];
+        const Index begin = groups_.offsets[static_cast<std::size_t>(e)], n = groups_.count(e);
+        gather(e);
+        experts_.forward(e, grouped_in_.data() + begin * d, n, grouped_out_.data() + begin * d,
+                         scratch_.data() + begin * per_row);
+      });
+    }
+    if (shared_) detail::prepare_if_any(shared_->bank());
 
     if constexpr (detail::observer_enabled<Observer>()) {
       if (detail::observer_wants_outputs<Observer>::get(observer))
@@ -254,6 +307,27 @@ class MoEBlock {
     });
   }
 
+  struct Task {
+    Index expert, c0, c1;
+  };
+
+  // Splits `width` columns of every active expert into blocks of whole
+  // 16-column panels, more blocks for experts with more rows, about `target`
+  // tasks in all. Depends only on the plan and the thread count's target,
+  // never on timing.
+  void make_tasks(Index width, Index target, Index total_rows) {
+    tasks_.clear();
+    const Index panels = (width + 15) / 16;
+    for (const Index e : active_) {
+      const Index n = groups_.count(e);
+      Index blocks = (n * target + total_rows - 1) / std::max<Index>(1, total_rows);
+      blocks = std::max<Index>(1, std::min(blocks, panels));
+      const Index per = (panels + blocks - 1) / blocks;  // panels per block
+      for (Index p = 0; p < panels; p += per)
+        tasks_.push_back({e, p * 16, std::min(width, (p + per) * 16)});
+    }
+  }
+
   RouterT router_;
   ExpertsT experts_;
   CombineT combine_;
@@ -266,6 +340,7 @@ class MoEBlock {
   std::vector<float> grouped_out_;  // [rows, d]
   std::vector<float> scratch_;      // [rows, experts.scratch_per_row()]
   std::vector<Index> active_;       // experts with rows, in id order
+  std::vector<Task> tasks_;         // (expert, column block) work items of one phase
   std::optional<SharedT> shared_;
   std::vector<float> shared_scratch_;  // per combine chunk: x rows + shared expert scratch
 };

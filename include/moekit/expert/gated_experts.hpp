@@ -14,13 +14,24 @@
 //   from_gate_up             fused [E, 2f, d], gate rows first (transformers v5, Granite)
 //   from_transposed_gate_up  [E, d, 2f] used as x @ W, halves (Llama-4) or
 //                            interleaved columns (gpt-oss), with down [E, f, d]
+//
+// NOTE: the bank also keeps its weights packed for the SIMD kernels
+// (kernels/packing.hpp), built once at construction. Writing through the
+// non-const views gate(e) / up(e) / down(e) marks the packing stale; the block
+// repacks before its next forward (prepare()), and until then a const forward
+// uses the plain Eigen path. The packed copy doubles the weight memory.
 #pragma once
 
 #include <cmath>
 #include <utility>
 
+#include <type_traits>
+
+#include "../core/aligned_buffer.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
+#include "../kernels/dispatch.hpp"
+#include "../kernels/packing.hpp"
 #include "activation.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
@@ -50,6 +61,7 @@ class GatedExperts {
     gate_ = Matrix::Zero(E_ * f_, d_);
     up_ = Matrix::Zero(E_ * f_, d_);
     down_ = Matrix::Zero(E_ * d_, f_);
+    pack();
   }
 
   /// From stacked weights: gate and up [E·f, d], down [E·d, f].
@@ -69,6 +81,7 @@ class GatedExperts {
     detail::require_finite("expert gate weight", gate_);
     detail::require_finite("expert up weight", up_);
     detail::require_finite("expert down weight", down_);
+    pack();
   }
 
   /// From raw stacked buffers (copied): gate, up [E, f, d]; down [E, d, f].
@@ -158,9 +171,10 @@ class GatedExperts {
   float output_scale() const noexcept { return output_scale_; }
 
   /// Per-expert weight views: gate(e), up(e) [f, d]; down(e) [d, f].
-  MatrixMap gate(Index e) { return MatrixMap(gate_.data() + checked(e) * f_ * d_, f_, d_); }
-  MatrixMap up(Index e) { return MatrixMap(up_.data() + checked(e) * f_ * d_, f_, d_); }
-  MatrixMap down(Index e) { return MatrixMap(down_.data() + checked(e) * d_ * f_, d_, f_); }
+  /// Writable views mark the packed copy stale (see the note above).
+  MatrixMap gate(Index e) { packed_ = false; return MatrixMap(gate_.data() + checked(e) * f_ * d_, f_, d_); }
+  MatrixMap up(Index e) { packed_ = false; return MatrixMap(up_.data() + checked(e) * f_ * d_, f_, d_); }
+  MatrixMap down(Index e) { packed_ = false; return MatrixMap(down_.data() + checked(e) * d_ * f_, d_, f_); }
   ConstMatrixMap gate(Index e) const {
     return ConstMatrixMap(gate_.data() + checked(e) * f_ * d_, f_, d_);
   }
@@ -179,21 +193,75 @@ class GatedExperts {
 
   /// Scratch floats forward() needs per input row.
   Index scratch_per_row() const noexcept { return 2 * f_; }
+  /// Width of the hidden activation (the block splits it into column blocks).
+  Index hidden_width() const noexcept { return f_; }
+  /// True when the packed copy is current.
+  bool packed() const noexcept { return packed_; }
+
+  /// Repacks if a writable view was used since the last packing. The block
+  /// calls this before every forward; cheap when nothing changed.
+  void prepare() {
+    if (!packed_) pack();
+  }
+
+  /// Phase 1 of expert e on n rows x [n, d]: hidden columns [c0, c1) of
+  /// H = gate_fn(x·W_gateᵀ + b, x·W_upᵀ + b) into scratch [n, 2f] (H in the
+  /// first n·f floats, row stride f). c0 is a multiple of 16.
+  void forward_hidden(Index e, const float* x, Index n, float* scratch, Index c0, Index c1) const {
+    if (n == 0 || c0 >= c1) return;
+    float* H = scratch;           // [n, f]
+    float* U = scratch + n * f_;  // [n, f]
+    if (packed_) {
+      const kernels::KernelTable& k = kernels::active();
+      k.gate_up_f32(x, d_, n, d_, packed_gu_.data() + e * gu_stride_, f_, c0, c1, H, U, f_);
+      if (gate_bias_.size() || up_bias_.size())
+        for (Index r = 0; r < n; ++r)
+          for (Index c = c0; c < c1; ++c) {
+            if (gate_bias_.size()) H[r * f_ + c] += gate_bias_(e, c);
+            if (up_bias_.size()) U[r * f_ + c] += up_bias_(e, c);
+          }
+      if constexpr (std::is_same_v<Gate, SiluGate>) {
+        for (Index r = 0; r < n; ++r) k.silu_mul_f32(H + r * f_ + c0, U + r * f_ + c0, H + r * f_ + c0, c1 - c0);
+        return;
+      }
+    } else {
+      ConstMatrixMap X(x, n, d_);
+      Eigen::Map<Matrix, 0, Eigen::OuterStride<>> Hm(H + c0, n, c1 - c0, Eigen::OuterStride<>(f_));
+      Eigen::Map<Matrix, 0, Eigen::OuterStride<>> Um(U + c0, n, c1 - c0, Eigen::OuterStride<>(f_));
+      Hm.noalias() = X * gate_.middleRows(e * f_ + c0, c1 - c0).transpose();
+      Um.noalias() = X * up_.middleRows(e * f_ + c0, c1 - c0).transpose();
+      if (gate_bias_.size()) Hm.rowwise() += gate_bias_.row(e).segment(c0, c1 - c0);
+      if (up_bias_.size()) Um.rowwise() += up_bias_.row(e).segment(c0, c1 - c0);
+    }
+    for (Index r = 0; r < n; ++r)
+      for (Index c = c0; c < c1; ++c) H[r * f_ + c] = gate_fn_(H[r * f_ + c], U[r * f_ + c]);
+  }
+
+  /// Phase 2: output columns [c0, c1) of expert e, out [n, d] = H · W_downᵀ (+ b) (· s),
+  /// H read from the scratch phase 1 filled. c0 is a multiple of 16.
+  void forward_output(Index e, const float* scratch, Index n, float* out, Index c0, Index c1) const {
+    if (n == 0 || c0 >= c1) return;
+    if (packed_) {
+      kernels::active().matmul_f32(scratch, f_, n, f_, packed_down_.data() + e * down_stride_, d_, c0, c1, out, d_);
+    } else {
+      ConstMatrixMap H(scratch, n, f_);
+      Eigen::Map<Matrix, 0, Eigen::OuterStride<>> Y(out + c0, n, c1 - c0, Eigen::OuterStride<>(d_));
+      Y.noalias() = H * down_.middleRows(e * d_ + c0, c1 - c0).transpose();
+    }
+    if (down_bias_.size() || output_scale_ != 1.0f)
+      for (Index r = 0; r < n; ++r)
+        for (Index c = c0; c < c1; ++c) {
+          float v = out[r * d_ + c];
+          if (down_bias_.size()) v += down_bias_(e, c);
+          out[r * d_ + c] = v * output_scale_;
+        }
+  }
 
   /// Runs expert e on n rows: x [n, d] -> out [n, d]; scratch [n, 2f].
   /// The kernel entry point of the block: no checks, no allocation.
   void forward(Index e, const float* x, Index n, float* out, float* scratch) const {
-    if (n == 0) return;
-    ConstMatrixMap X(x, n, d_);
-    MatrixMap G(scratch, n, f_), U(scratch + n * f_, n, f_), Y(out, n, d_);
-    G.noalias() = X * gate_.middleRows(e * f_, f_).transpose();  // [n, f]
-    U.noalias() = X * up_.middleRows(e * f_, f_).transpose();    // [n, f]
-    if (gate_bias_.size()) G.rowwise() += gate_bias_.row(e);
-    if (up_bias_.size()) U.rowwise() += up_bias_.row(e);
-    for (Index i = 0; i < n * f_; ++i) scratch[i] = gate_fn_(scratch[i], scratch[n * f_ + i]);
-    Y.noalias() = G * down_.middleRows(e * d_, d_).transpose();  // [n, d]
-    if (down_bias_.size()) Y.rowwise() += down_bias_.row(e);
-    if (output_scale_ != 1.0f) Y *= output_scale_;
+    forward_hidden(e, x, n, scratch, 0, f_);
+    forward_output(e, scratch, n, out, 0, d_);
   }
 
   /// Convenience: expert e on x [n, d], returns [n, d]. Checks its arguments.
@@ -213,8 +281,25 @@ class GatedExperts {
     return e;
   }
 
+  void pack() {
+    gu_stride_ = kernels::packed_gate_up_size(f_, d_);
+    down_stride_ = kernels::packed_size(d_, f_);
+    packed_gu_.resize(static_cast<std::size_t>(E_ * gu_stride_));
+    packed_down_.resize(static_cast<std::size_t>(E_ * down_stride_));
+    for (Index e = 0; e < E_; ++e) {
+      kernels::pack_gate_up(gate_.data() + e * f_ * d_, up_.data() + e * f_ * d_, f_, d_,
+                            packed_gu_.data() + e * gu_stride_);
+      kernels::pack_panels(down_.data() + e * d_ * f_, d_, f_, packed_down_.data() + e * down_stride_);
+    }
+    packed_ = true;
+  }
+
   Index E_ = 0, d_ = 0, f_ = 0;
   Gate gate_fn_;
+  AlignedBuffer<float> packed_gu_;    // [E][panels(f)][d][32]
+  AlignedBuffer<float> packed_down_;  // [E][panels(d)][f][16]
+  Index gu_stride_ = 0, down_stride_ = 0;
+  bool packed_ = false;
   Matrix gate_;       // [E·f, d]
   Matrix up_;         // [E·f, d]
   Matrix down_;       // [E·d, f]
