@@ -8,6 +8,10 @@
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/tensor.hpp"
+#include "core/aligned_buffer.hpp"
+
+#include "kernels/cpu_features.hpp"
+#include "kernels/dispatch.hpp"
 
 #include "parallel/executor.hpp"
 

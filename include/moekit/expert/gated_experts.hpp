@@ -201,8 +201,24 @@ class GatedExperts {
   /// Repacks if a writable view was used since the last packing. The block
   /// calls this before every forward; cheap when nothing changed.
   void prepare() {
-    if (!packed_) pack();
+    if (!packed_ && use_packed_) pack();
   }
+
+  /// Chooses the SIMD kernels over packed weights (default) or the plain Eigen
+  /// GEMM path (no packed copy: half the memory; the foundation baseline the
+  /// benchmarks compare against). Switching off frees the packed copy.
+  GatedExperts& use_packed_kernels(bool on) {
+    use_packed_ = on;
+    if (!on) {
+      packed_gu_ = AlignedBuffer<float>();
+      packed_down_ = AlignedBuffer<float>();
+      packed_ = false;
+    } else if (!packed_) {
+      pack();
+    }
+    return *this;
+  }
+  bool uses_packed_kernels() const noexcept { return use_packed_; }
 
   /// Phase 1 of expert e on n rows x [n, d]: hidden columns [c0, c1) of
   /// H = gate_fn(x·W_gateᵀ + b, x·W_upᵀ + b) into scratch [n, 2f] (H in the
@@ -282,6 +298,7 @@ class GatedExperts {
   }
 
   void pack() {
+    if (!use_packed_) return;
     gu_stride_ = kernels::packed_gate_up_size(f_, d_);
     down_stride_ = kernels::packed_size(d_, f_);
     packed_gu_.resize(static_cast<std::size_t>(E_ * gu_stride_));
@@ -300,6 +317,7 @@ class GatedExperts {
   AlignedBuffer<float> packed_down_;  // [E][panels(d)][f][16]
   Index gu_stride_ = 0, down_stride_ = 0;
   bool packed_ = false;
+  bool use_packed_ = true;
   Matrix gate_;       // [E·f, d]
   Matrix up_;         // [E·f, d]
   Matrix down_;       // [E·d, f]

@@ -160,9 +160,9 @@ MOEKIT_TARGET_AVX512 inline void matmul_f32(const float* A, Index lda, Index m, 
 }
 
 /// exp(x) for 16 lanes: range reduction by ln 2 and a degree-6 polynomial
-/// (relative error ~2e-7); inputs clamped to [-88, 88].
+/// (relative error ~2e-7); inputs clamped to [-88, 89]: above 88.7 the result is +inf, as exp overflows.
 MOEKIT_TARGET_AVX512 inline __m512 exp_ps(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.0f)), _mm512_set1_ps(88.0f));
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.0f)), _mm512_set1_ps(89.0f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);

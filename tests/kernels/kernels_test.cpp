@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: MIT
+// Every kernel on every ISA this machine has (capped with set_max_isa, as
+// MOEKIT_MAX_ISA does) against double-precision sums, on the odd shapes that
+// break SIMD code: one row, widths one either side of the vector width, K = 1,
+// column blocks that start mid-matrix; then whole blocks per ISA against the
+// reference and across thread counts.
+//
+// Tolerances: kernel outputs are f32 sums of K products of N(0,1) values;
+// the error bound asserted is 1e-5 · sqrt(K) · scale (measured errors are
+// ~1e-6 · sqrt(K)). SiLU uses a polynomial exp (relative error ~2e-7): 1e-6
+// relative. Results are bit-identical across thread counts within one ISA, not
+// across ISAs (different summation order), which the tests state separately.
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using moekit::AlignedBuffer;
+using moekit::Index;
+using moekit::Isa;
+using moekit::Matrix;
+namespace kernels = moekit::kernels;
+using moekit_test::random_matrix;
+
+class PerIsa : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override { moekit::set_max_isa(GetParam()); }
+  void TearDown() override { moekit::clear_max_isa(); }
+};
+
+std::string isa_test_name(const ::testing::TestParamInfo<Isa>& info) { return moekit::isa_name(info.param); }
+
+TEST_P(PerIsa, CapIsHonoured) {
+  EXPECT_EQ(moekit::active_isa(), GetParam());
+  EXPECT_EQ(kernels::active().isa, GetParam());
+}
+
+TEST_P(PerIsa, MatmulAndGateUpOnOddShapes) {
+  const auto& k = kernels::active();
+  std::mt19937 gen(1);
+  for (Index m : {1, 2, 5, 11, 12, 13, 25})
+    for (Index K : {1, 7, 8, 9, 15, 16, 17, 64})
+      for (Index N : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48}) {
+        const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(m * 1000 + K * 10 + N));
+        const Matrix W = random_matrix(N, K, static_cast<std::uint32_t>(N + 7)), W2 = random_matrix(N, K, static_cast<std::uint32_t>(N + 8));
+        AlignedBuffer<float> p(static_cast<std::size_t>(kernels::packed_size(N, K)));
+        AlignedBuffer<float> pgu(static_cast<std::size_t>(kernels::packed_gate_up_size(N, K)));
+        kernels::pack_panels(W.data(), N, K, p.data());
+        kernels::pack_gate_up(W.data(), W2.data(), N, K, pgu.data());
+        const Eigen::MatrixXd ref = A.cast<double>() * W.cast<double>().transpose();
+        const Eigen::MatrixXd ref2 = A.cast<double>() * W2.cast<double>().transpose();
+        const double tol = 1e-5 * std::sqrt(static_cast<double>(K)) * std::max(1.0, ref.cwiseAbs().maxCoeff());
+        // Whole range, and a split at a panel boundary: both halves written, nothing else.
+        for (Index split : {N, (N > 16 ? Index(16) : N)}) {
+          Matrix Y = Matrix::Constant(m, N, 777.0f), G = Y, U = Y;
+          k.matmul_f32(A.data(), K, m, K, p.data(), N, 0, split, Y.data(), N);
+          k.gate_up_f32(A.data(), K, m, K, pgu.data(), N, 0, split, G.data(), U.data(), N);
+          if (split < N) {
+            EXPECT_EQ(Y(0, split), 777.0f) << "wrote past its column range";
+            k.matmul_f32(A.data(), K, m, K, p.data(), N, split, N, Y.data(), N);
+            k.gate_up_f32(A.data(), K, m, K, pgu.data(), N, split, N, G.data(), U.data(), N);
+          }
+          ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << "matmul m=" << m << " K=" << K << " N=" << N;
+          ASSERT_LE((G.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << "gate m=" << m << " K=" << K << " N=" << N;
+          ASSERT_LE((U.cast<double>() - ref2).cwiseAbs().maxCoeff(), tol) << "up m=" << m << " K=" << K << " N=" << N;
+        }
+      }
+}
+
+TEST_P(PerIsa, SiluMulAccuracyIncludingExtremes) {
+  const auto& k = kernels::active();
+  std::vector<float> g, u;
+  for (int i = -2000; i <= 2000; ++i) g.push_back(static_cast<float>(i) * 0.05f);
+  for (float v : {-1e30f, -200.0f, -88.5f, -87.0f, 87.0f, 88.5f, 200.0f, 1e30f, 0.0f, -0.0f}) g.push_back(v);
+  for (std::size_t i = 0; i < g.size(); ++i) u.push_back(1.0f + 0.001f * static_cast<float>(i % 97));
+  for (Index n : {Index(g.size()), Index(1), Index(15), Index(17)}) {
+    std::vector<float> h(static_cast<std::size_t>(n));
+    k.silu_mul_f32(g.data(), u.data(), h.data(), n);
+    for (Index i = 0; i < n; ++i) {
+      const double gi = g[static_cast<std::size_t>(i)], ref = gi / (1.0 + std::exp(-gi)) * u[static_cast<std::size_t>(i)];
+      ASSERT_TRUE(std::isfinite(h[static_cast<std::size_t>(i)])) << gi;
+      ASSERT_NEAR(h[static_cast<std::size_t>(i)], ref, 1e-6 * std::max(1e-30, std::fabs(ref)) + 1e-30) << "g = " << gi;
+    }
+  }
+  // In place (h aliases g), as the experts use it.
+  std::vector<float> gg = g;
+  k.silu_mul_f32(gg.data(), u.data(), gg.data(), static_cast<Index>(gg.size()));
+  EXPECT_NEAR(gg[2100], 5.0 / (1 + std::exp(-5.0)) * u[2100], 1e-5);
+}
+
+TEST_P(PerIsa, BlockMatchesReferenceAndIsThreadInvariant) {
+  struct Case { Index T, E, k, d, f; };
+  for (const Case c : {Case{1, 8, 2, 33, 47}, Case{7, 8, 2, 16, 16}, Case{64, 16, 4, 17, 15}, Case{200, 8, 8, 40, 70}, Case{33, 64, 2, 31, 33}}) {
+    moekit::SwiGluMoEBlock block = moekit_test::random_block(c.E, c.d, c.f, c.k, static_cast<std::uint32_t>(c.T + c.E));
+    const Matrix x = random_matrix(c.T, c.d, 3);
+    const Matrix y = block.forward(x);
+    const Matrix ref = moekit::reference::forward(block, x);
+    EXPECT_LE(moekit_test::max_abs_diff(y, ref), moekit_test::kBlockTolerance * moekit_test::scale_of(ref)) << c.T << "x" << c.d;
+    for (int threads : {2, 3, 5}) {
+      moekit::ThreadPoolExecutor pool(threads);
+      Matrix y2(c.T, c.d);
+      block.forward(x, y2, pool);
+      EXPECT_TRUE(moekit_test::bit_identical(y, y2)) << threads << " threads";
+    }
+    // Batch composition: a token's output does not depend on the other tokens.
+    if (c.T > 3) {
+      const Matrix y_first = block.forward(x.topRows(3));
+      EXPECT_TRUE(moekit_test::bit_identical(y_first, y.topRows(3)));
+    }
+  }
+}
+
+TEST_P(PerIsa, AllTokensOnOneExpertAndEmptyExperts) {
+  const Index E = 8, d = 37, f = 45, T = 90;
+  moekit::SwiGluMoEBlock block = moekit_test::random_block(E, d, f, 1, 5);
+  Matrix w = Matrix::Zero(E, d);
+  w(6, 0) = 20.0f;
+  block = moekit::SwiGluMoEBlock(moekit::Router<>(w, moekit::RouterOptions().with_top_k(1)), block.experts());
+  Matrix x = random_matrix(T, d, 6);
+  x.col(0).setConstant(1.0f);
+  const Matrix y = block.forward(x);
+  EXPECT_EQ(block.last_groups().count(6), T);
+  const Matrix ref = moekit::reference::forward(block, x);
+  EXPECT_LE(moekit_test::max_abs_diff(y, ref), moekit_test::kBlockTolerance * moekit_test::scale_of(ref));
+  moekit::ThreadPoolExecutor pool(2);
+  Matrix y2(T, d);
+  block.forward(x, y2, pool);
+  EXPECT_TRUE(moekit_test::bit_identical(y, y2));
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, PerIsa, ::testing::ValuesIn(moekit::available_isas()), isa_test_name);
+
+TEST(Dispatch, NamesCapsAndEigenPath) {
+  for (Isa i : moekit::available_isas()) EXPECT_EQ(moekit::parse_isa(moekit::isa_name(i)), i);
+  EXPECT_THROW(moekit::parse_isa("sse9"), moekit::Error);
+  moekit::set_max_isa(Isa::scalar);
+  EXPECT_EQ(moekit::active_isa(), Isa::scalar);
+  moekit::clear_max_isa();
+  EXPECT_EQ(moekit::active_isa(), moekit::detected_isa());
+  // The Eigen path (no packing) and the packed kernels agree.
+  moekit::SwiGluMoEBlock block = moekit_test::random_block(8, 29, 35, 2, 9);
+  const Matrix x = random_matrix(21, 29, 10);
+  const Matrix packed = block.forward(x);
+  block.experts().use_packed_kernels(false);
+  EXPECT_FALSE(block.experts().packed());
+  const Matrix eigen = block.forward(x);
+  EXPECT_LE(moekit_test::max_abs_diff(packed, eigen), moekit_test::kBlockTolerance * moekit_test::scale_of(eigen));
+  block.experts().use_packed_kernels(true);
+  EXPECT_TRUE(moekit_test::bit_identical(block.forward(x), packed));
+  // Writing weights through a view marks the packing stale; the next forward repacks.
+  block.experts().down(3).setZero();
+  EXPECT_FALSE(block.experts().packed());
+  const Matrix after = block.forward(x);
+  EXPECT_TRUE(block.experts().packed());
+  EXPECT_LE(moekit_test::max_abs_diff(after, moekit::reference::forward(block, x)), moekit_test::kBlockTolerance * moekit_test::scale_of(after));
+}
+
+}  // namespace
