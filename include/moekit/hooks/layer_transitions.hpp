@@ -22,6 +22,7 @@
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
 #include "../router/routing_plan.hpp"
+#include "route_only_observer.hpp"
 #include "routing_stats.hpp"
 #include "routing_trace.hpp"
 
@@ -30,7 +31,7 @@ MOEKIT_NAMESPACE_BEGIN
 class TransitionRecorder {
  public:
   /// The observer one block reports to; tagged with its layer.
-  class LayerObserver {
+  class LayerObserver : public detail::RouteOnlyObserver {
    public:
     static constexpr bool enabled = true;
     LayerObserver(TransitionRecorder& recorder, Index layer) : rec_(&recorder), layer_(layer) {}

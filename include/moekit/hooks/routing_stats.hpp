@@ -22,6 +22,7 @@
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
 #include "../router/routing_plan.hpp"
+#include "route_only_observer.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
 
@@ -42,7 +43,7 @@ inline void adopt_num_experts(Index& E, const RoutingPlan& plan, const char* who
 }  // namespace detail
 
 /// Per-expert load (routed pairs) and routing-weight mass.
-class LoadObserver {
+class LoadObserver : public detail::RouteOnlyObserver {
  public:
   static constexpr bool enabled = true;
 
@@ -102,7 +103,7 @@ class LoadObserver {
 /// routed experts, plus N null experts if any; before steering), p = softmax(z)
 /// and H_t = −Σ p_e ln p_e (0 · ln 0 = 0), computed in double. mean_entropy()
 /// is Σ_t H_t / T over every token observed; ln(E') is the maximum (uniform).
-class EntropyObserver {
+class EntropyObserver : public detail::RouteOnlyObserver {
  public:
   static constexpr bool enabled = true;
 
@@ -144,7 +145,7 @@ class EntropyObserver {
 };
 
 /// Expert co-activation counts [E, E].
-class CoActivationObserver {
+class CoActivationObserver : public detail::RouteOnlyObserver {
  public:
   static constexpr bool enabled = true;
 

@@ -27,6 +27,7 @@
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
 #include "../router/routing_plan.hpp"
+#include "route_only_observer.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
 
@@ -124,7 +125,7 @@ class RoutingTrace {
 class TraceRecorder {
  public:
   /// The observer one block reports to; tagged with its layer.
-  class LayerObserver {
+  class LayerObserver : public detail::RouteOnlyObserver {
    public:
     static constexpr bool enabled = true;
     LayerObserver(TraceRecorder& recorder, Index layer) : rec_(&recorder), layer_(layer) {}
