@@ -293,6 +293,11 @@ inline std::string json_describe(const nlohmann::json& j) {
 /// kSafetensorsMaxJsonDepth and duplicate keys in an object. Errors start with `where`.
 inline nlohmann::json parse_json_strict(const char* first, const char* last, const std::string& where) {
   using json = nlohmann::json;
+  // nlohmann::json stops at a NUL byte as if the input ended there; JSON text never holds
+  // one (control characters in strings must be escaped), so reject it outright.
+  if (const void* nul = std::memchr(first, 0, static_cast<std::size_t>(last - first)))
+    fail(where, ": not valid JSON: NUL byte at offset ",
+         static_cast<const char*>(nul) - first);
   std::vector<std::set<std::string>> keys;  // keys seen in the open object at each depth
   auto check = [&](int depth, json::parse_event_t event, json& parsed) -> bool {
     const std::size_t d = depth < 0 ? 0 : static_cast<std::size_t>(depth);
