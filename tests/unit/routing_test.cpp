@@ -417,7 +417,8 @@ void check_gradients(RouterOptions opt, bool with_temperature) {
   // rounding noise in L, so the steps are large (h = 4e-2 and 2e-2) and
   // Richardson extrapolation removes the O(h²) truncation: noise ~5e-6 and
   // truncation O(h⁴) stay under the tolerance of 1e-3 relative, floored at an
-  // absolute 1e-5. A wrong formula (a missed normalisation or temperature
+  // absolute 2e-5 (AArch64, where FMA contraction changes the rounding, shows
+  // 1e-5 of noise on the smallest derivatives). A wrong formula (a missed normalisation or temperature
   // term) is off by far more.
   const Index E = 6, d = 8, f = 5, T = 9;
   Router<Scoring> r(random_matrix(E + opt.num_null_experts, d, 21, 0.7f), opt);
@@ -456,7 +457,7 @@ void check_gradients(RouterOptions opt, bool with_temperature) {
       return std::make_pair(same, l);
     });
     if (!ok) continue;
-    EXPECT_NEAR(g.logit_bias[e], fd, 1e-3 * std::max(1e-2, std::fabs(fd))) << Scoring::name << " expert " << e;
+    EXPECT_NEAR(g.logit_bias[e], fd, 1e-3 * std::max(2e-2, std::fabs(fd))) << Scoring::name << " expert " << e;
     ++checked;
   }
   // dL/dW[e, c] on a few entries.
@@ -470,7 +471,7 @@ void check_gradients(RouterOptions opt, bool with_temperature) {
         return std::make_pair(bp.route(x).ids == base.ids, loss_of(bp, x, target));
       });
       if (!ok) continue;
-      EXPECT_NEAR(g.weight(e, c), fd, 1e-3 * std::max(1e-2, std::fabs(fd))) << Scoring::name << " W[" << e << "," << c << "]";
+      EXPECT_NEAR(g.weight(e, c), fd, 1e-3 * std::max(2e-2, std::fabs(fd))) << Scoring::name << " W[" << e << "," << c << "]";
       ++checked;
     }
   EXPECT_LE((g.logit_bias - g.token_bias.colwise().sum().transpose()).cwiseAbs().maxCoeff(), 1e-5f);

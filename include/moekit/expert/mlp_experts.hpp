@@ -5,14 +5,18 @@
 //
 // Switch Transformers (wi / wo, ReLU, no biases), NLLB-MoE (fc1 / fc2, ReLU,
 // biases, eval output scale 1 − moe_token_dropout) and ReLU-expert research
-// models (MoE-X). W_in is [E, f, d] and W_out [E, d, f], stacked row-major.
+// models (MoE-X). W_in is [E, f, d] and W_out [E, d, f], stacked row-major,
+// plus a packed copy for the SIMD kernels (see gated_experts.hpp).
 #pragma once
 
 #include <cmath>
 #include <utility>
 
+#include "../core/aligned_buffer.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
+#include "../kernels/dispatch.hpp"
+#include "../kernels/packing.hpp"
 #include "activation.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
@@ -38,6 +42,7 @@ class MlpExperts {
     detail::require_shape("expert output weight", out_.rows(), out_.cols(), E_ * d_, f_);
     detail::require_finite("expert input weight", in_);
     detail::require_finite("expert output weight", out_);
+    pack();
   }
 
   /// Optional biases: in [E, f], out [E, d]; empty means none.
@@ -66,26 +71,60 @@ class MlpExperts {
   /// Per-expert views: w_in(e) [f, d], w_out(e) [d, f].
   ConstMatrixMap w_in(Index e) const { return ConstMatrixMap(in_.data() + checked(e) * f_ * d_, f_, d_); }
   ConstMatrixMap w_out(Index e) const { return ConstMatrixMap(out_.data() + checked(e) * d_ * f_, d_, f_); }
-  MatrixMap w_in(Index e) { return MatrixMap(in_.data() + checked(e) * f_ * d_, f_, d_); }
-  MatrixMap w_out(Index e) { return MatrixMap(out_.data() + checked(e) * d_ * f_, d_, f_); }
+  /// Writable views mark the packed copy stale; the block repacks before its next forward.
+  MatrixMap w_in(Index e) { packed_ = false; return MatrixMap(in_.data() + checked(e) * f_ * d_, f_, d_); }
+  MatrixMap w_out(Index e) { packed_ = false; return MatrixMap(out_.data() + checked(e) * d_ * f_, d_, f_); }
   const Matrix& in_weights() const noexcept { return in_; }
   const Matrix& out_weights() const noexcept { return out_; }
   const Matrix& in_bias() const noexcept { return in_bias_; }
   const Matrix& out_bias() const noexcept { return out_bias_; }
 
   Index scratch_per_row() const noexcept { return f_; }
+  Index hidden_width() const noexcept { return f_; }
+  bool packed() const noexcept { return packed_; }
+  void prepare() {
+    if (!packed_) pack();
+  }
+
+  /// Phase 1: hidden columns [c0, c1) of H = act(x·W_inᵀ + b) into scratch [n, f].
+  void forward_hidden(Index e, const float* x, Index n, float* scratch, Index c0, Index c1) const {
+    if (n == 0 || c0 >= c1) return;
+    if (packed_) {
+      kernels::active().matmul_f32(x, d_, n, d_, packed_in_.data() + e * in_stride_, f_, c0, c1, scratch, f_);
+    } else {
+      Eigen::Map<Matrix, 0, Eigen::OuterStride<>> H(scratch + c0, n, c1 - c0, Eigen::OuterStride<>(f_));
+      H.noalias() = ConstMatrixMap(x, n, d_) * in_.middleRows(e * f_ + c0, c1 - c0).transpose();
+    }
+    for (Index r = 0; r < n; ++r)
+      for (Index c = c0; c < c1; ++c) {
+        float v = scratch[r * f_ + c];
+        if (in_bias_.size()) v += in_bias_(e, c);
+        scratch[r * f_ + c] = act_(v);
+      }
+  }
+
+  /// Phase 2: output columns [c0, c1) of out [n, d] = H·W_outᵀ (+ b) (· s).
+  void forward_output(Index e, const float* scratch, Index n, float* out, Index c0, Index c1) const {
+    if (n == 0 || c0 >= c1) return;
+    if (packed_) {
+      kernels::active().matmul_f32(scratch, f_, n, f_, packed_out_.data() + e * out_stride_, d_, c0, c1, out, d_);
+    } else {
+      Eigen::Map<Matrix, 0, Eigen::OuterStride<>> Y(out + c0, n, c1 - c0, Eigen::OuterStride<>(d_));
+      Y.noalias() = ConstMatrixMap(scratch, n, f_) * out_.middleRows(e * d_ + c0, c1 - c0).transpose();
+    }
+    if (out_bias_.size() || output_scale_ != 1.0f)
+      for (Index r = 0; r < n; ++r)
+        for (Index c = c0; c < c1; ++c) {
+          float v = out[r * d_ + c];
+          if (out_bias_.size()) v += out_bias_(e, c);
+          out[r * d_ + c] = v * output_scale_;
+        }
+  }
 
   /// Runs expert e on n rows: x [n, d] -> out [n, d]; scratch [n, f].
   void forward(Index e, const float* x, Index n, float* out, float* scratch) const {
-    if (n == 0) return;
-    ConstMatrixMap X(x, n, d_);
-    MatrixMap H(scratch, n, f_), Y(out, n, d_);
-    H.noalias() = X * in_.middleRows(e * f_, f_).transpose();  // [n, f]
-    if (in_bias_.size()) H.rowwise() += in_bias_.row(e);
-    for (Index i = 0; i < n * f_; ++i) scratch[i] = act_(scratch[i]);
-    Y.noalias() = H * out_.middleRows(e * d_, d_).transpose();  // [n, d]
-    if (out_bias_.size()) Y.rowwise() += out_bias_.row(e);
-    if (output_scale_ != 1.0f) Y *= output_scale_;
+    forward_hidden(e, x, n, scratch, 0, f_);
+    forward_output(e, scratch, n, out, 0, d_);
   }
 
   Matrix forward(Index e, const MatrixRef& x) const {
@@ -103,8 +142,23 @@ class MlpExperts {
     return e;
   }
 
+  void pack() {
+    in_stride_ = kernels::packed_size(f_, d_);
+    out_stride_ = kernels::packed_size(d_, f_);
+    packed_in_.resize(static_cast<std::size_t>(E_ * in_stride_));
+    packed_out_.resize(static_cast<std::size_t>(E_ * out_stride_));
+    for (Index e = 0; e < E_; ++e) {
+      kernels::pack_panels(in_.data() + e * f_ * d_, f_, d_, packed_in_.data() + e * in_stride_);
+      kernels::pack_panels(out_.data() + e * d_ * f_, d_, f_, packed_out_.data() + e * out_stride_);
+    }
+    packed_ = true;
+  }
+
   Index E_ = 0, d_ = 0, f_ = 0;
   Act act_;
+  AlignedBuffer<float> packed_in_, packed_out_;  // [E][panels(f)][d][16], [E][panels(d)][f][16]
+  Index in_stride_ = 0, out_stride_ = 0;
+  bool packed_ = false;
   Matrix in_, out_;           // [E·f, d], [E·d, f]
   Matrix in_bias_, out_bias_; // [E, f], [E, d] or empty
   float output_scale_ = 1.0f;

@@ -109,14 +109,17 @@ inline Isa active_isa() noexcept {
   return static_cast<Isa>(rank);
 }
 
-/// Every ISA this machine can run, lowest first (what tests iterate over).
+/// Every ISA this machine can run within the MOEKIT_MAX_ISA cap, lowest
+/// first (what tests iterate over).
 inline std::vector<Isa> available_isas() {
   std::vector<Isa> out{Isa::scalar};
   const Isa best = detected_isa();
+  int top = detail::isa_rank(best);
+  if (detail::env_cap() >= 0 && detail::env_cap() < top) top = detail::env_cap();
   if (best == Isa::neon) {
-    out.push_back(Isa::neon);
+    if (top >= 1) out.push_back(Isa::neon);
   } else {
-    for (int r = 1; r <= detail::isa_rank(best); ++r) out.push_back(static_cast<Isa>(r));
+    for (int r = 1; r <= top; ++r) out.push_back(static_cast<Isa>(r));
   }
   return out;
 }

@@ -22,6 +22,7 @@
 
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
+#include "../kernels/packed_linear.hpp"
 #include "routing_plan.hpp"
 #include "scoring.hpp"
 #include "topk.hpp"
@@ -47,6 +48,7 @@ class ExpertChoiceRouter {
                     "expert-choice capacity_factor: expected a finite value > 0, got ", capacity_factor);
     detail::require(capacity >= 0, "expert-choice capacity: expected >= 0, got ", capacity);
     detail::require_finite("expert-choice router weight", weight_);
+    linear_ = kernels::PackedLinear(weight_);
   }
 
   Index num_experts() const noexcept { return weight_.rows(); }
@@ -65,8 +67,7 @@ class ExpertChoiceRouter {
 
   void logits(const MatrixRef& x, Matrix& out) const {
     detail::require_size("router input columns (hidden size)", x.cols(), hidden_size());
-    out.resize(x.rows(), num_experts());
-    if (x.rows()) out.noalias() = x * weight_.transpose();
+    linear_.apply(x, out);
   }
 
   RoutingPlan route(const MatrixRef& x) const {
@@ -121,6 +122,7 @@ class ExpertChoiceRouter {
 
  private:
   Matrix weight_;  // [E, d]
+  kernels::PackedLinear linear_;
   float capacity_factor_ = 2.0f;
   Index capacity_ = 0;
   mutable Selection selection_;

@@ -26,6 +26,7 @@
 
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
+#include "../kernels/packed_linear.hpp"
 #include "capacity.hpp"
 #include "routing_plan.hpp"
 #include "scoring.hpp"
@@ -139,6 +140,7 @@ class Router {
     detail::require_finite("router bias", bias_);
     if constexpr (detail::has_check<Selection>::value) selection_.check(rows, options_.top_k);
     steering_ = Steering(rows - N);
+    linear_ = kernels::PackedLinear(weight_);
   }
 
   /// Routed experts E (null experts not counted).
@@ -170,10 +172,8 @@ class Router {
   /// logits = x · Wᵀ (+ b): [T, d] -> [T, E + N].
   void logits(const MatrixRef& x, Matrix& out) const {
     detail::require_size("router input columns (hidden size)", x.cols(), hidden_size());
-    out.resize(x.rows(), weight_.rows());
-    if (x.rows() == 0) return;
-    out.noalias() = x * weight_.transpose();
-    if (bias_.size() != 0) out.rowwise() += bias_.transpose();
+    linear_.apply(x, out);
+    if (bias_.size() != 0 && x.rows() != 0) out.rowwise() += bias_.transpose();
   }
   Matrix logits(const MatrixRef& x) const {
     Matrix out;
@@ -291,6 +291,7 @@ class Router {
   Vector bias_;        // [E + N] or empty
   RouterOptions options_;
   Selection selection_;
+  kernels::PackedLinear linear_;  // weight_, packed for the kernels
   Steering steering_;
   Vector correction_;  // [E] or empty
 };

@@ -18,6 +18,7 @@
 
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
+#include "../kernels/packed_linear.hpp"
 #include "routing_plan.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
@@ -35,6 +36,7 @@ class SparseMixerRouter {
     detail::require(std::isfinite(epsilon) && epsilon >= 0.0f,
                     "sparsemixer epsilon: expected a finite value >= 0, got ", epsilon);
     detail::require_finite("sparsemixer router weight", weight_);
+    linear_ = kernels::PackedLinear(weight_);
   }
 
   Index num_experts() const noexcept { return weight_.rows(); }
@@ -45,8 +47,7 @@ class SparseMixerRouter {
 
   void logits(const MatrixRef& x, Matrix& out) const {
     detail::require_size("router input columns (hidden size)", x.cols(), hidden_size());
-    out.resize(x.rows(), num_experts());
-    if (x.rows()) out.noalias() = x * weight_.transpose();
+    linear_.apply(x, out);
   }
 
   RoutingPlan route(const MatrixRef& x) const {
@@ -88,6 +89,7 @@ class SparseMixerRouter {
 
  private:
   Matrix weight_;  // [E, d]
+  kernels::PackedLinear linear_;
   Index k_ = 2;
   float eps_ = 0.01f;
 };
