@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include <moekit/hooks/routing_trace.hpp>
 #include <moekit/moekit.hpp>
 
 #include "../unit/test_util.hpp"
