@@ -13,8 +13,9 @@ seconds it runs anyway), and while it runs it samples every second how many core
 *other* processes use (all busy time in /proc/stat minus the benchmark's own). A run
 during which others used more than --quiet-cores on average, or more than 0.5 core in
 any sample, is repeated, up to --tries times; the quietest run is kept. Each case's
-JSON goes to <out>/<shape>/T<T>_t<n>.json with its load record beside it in
-<out>/load.jsonl; `table` reads them. Only the standard library is used.
+JSON goes to <out>/<shape>/T<T>_t<n>.json (cases that have one are skipped unless
+--redo), every attempt's load record to <out>/load.jsonl; `table` reads them. Only the
+standard library is used.
 """
 import argparse
 import json
@@ -106,6 +107,9 @@ def run(a, extra):
         for T in [int(t) for t in a.tokens.split(",")]:
             for n in [int(t) for t in a.threads.split(",")]:
                 label = f"{shape}/T:{T}/threads:{n}"
+                final = os.path.join(a.out, shape, f"T{T}_t{n}.json")
+                if os.path.exists(final) and not a.redo:
+                    continue  # resume: delete the file (or pass --redo) to measure again
                 best = None
                 for attempt in range(1, a.tries + 1):
                     before, waited = wait_quiet(a, label)
@@ -125,7 +129,7 @@ def run(a, extra):
                         best = (tmp, load)
                     if load["foreign_cores_mean"] < a.quiet_cores and load["foreign_cores_max"] <= 0.5:
                         break
-                os.replace(best[0], os.path.join(a.out, shape, f"T{T}_t{n}.json"))
+                os.replace(best[0], final)
                 with open(os.path.join(a.out, shape, f"T{T}_t{n}.load.json"), "w") as f:
                     json.dump(best[1], f)
                 for fn in os.listdir(os.path.join(a.out, shape)):
@@ -185,6 +189,7 @@ def main():
     ap.add_argument("--quiet-cores", type=float, default=0.2)
     ap.add_argument("--max-wait", type=float, default=900)
     ap.add_argument("--tries", type=int, default=3)
+    ap.add_argument("--redo", action="store_true", help="measure cases that already have results")
     a = ap.parse_args(argv)
     run(a, extra) if a.mode == "run" else table(a)
 
