@@ -15,13 +15,7 @@
 
 #include "../packing.hpp"
 
-// GCC 12's own AVX-512 intrinsics (roundscale, scalef, masked loads) read an
-// intentionally undefined vector, which -Wmaybe-uninitialized reports once
-// inlined here; the warning is about the system header, not this code.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+MOEKIT_SIMD_WARNINGS_PUSH
 
 MOEKIT_NAMESPACE_BEGIN
 namespace kernels {
@@ -197,8 +191,6 @@ MOEKIT_TARGET_AVX512 inline void silu_mul_f32(const float* g, const float* u, fl
 }  // namespace kernels
 MOEKIT_NAMESPACE_END
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+MOEKIT_SIMD_WARNINGS_POP
 
 #endif  // MOEKIT_HAVE_X86_KERNELS

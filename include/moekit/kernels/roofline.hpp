@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: MIT
+// Machine limits measured by small kernels: FP32 FMA peak, BF16 dot-product
+// peak and memory read bandwidth, so benchmark results can be stated as a
+// fraction of what this machine can do (moekit roofline).
+//
+// The compute loops keep 24 independent accumulators in registers (enough to
+// cover FMA latency x throughput on current cores) and never touch memory; the
+// bandwidth loop sums a buffer far larger than the caches.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include "../core/aligned_buffer.hpp"
+#include "dispatch.hpp"
+#include "target.hpp"
+
+MOEKIT_SIMD_WARNINGS_PUSH
+MOEKIT_NAMESPACE_BEGIN
+namespace kernels {
+namespace detail {
+
+#ifdef MOEKIT_HAVE_X86_KERNELS
+MOEKIT_TARGET_AVX512 inline float fma_loop_avx512(std::int64_t iters) {
+  __m512 acc[24];
+  for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_ps(0.001f * static_cast<float>(i));
+  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  for (std::int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < 24; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < 24; ++i) s = _mm512_add_ps(s, acc[i]);
+  return _mm512_reduce_add_ps(s);
+}
+MOEKIT_TARGET_AVX2 inline float fma_loop_avx2(std::int64_t iters) {
+  __m256 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(0.001f * static_cast<float>(i));
+  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+  for (std::int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+  }
+  alignas(32) float out[8];
+  __m256 s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, acc[i]);
+  _mm256_store_ps(out, s);
+  return out[0] + out[7];
+}
+MOEKIT_TARGET_AVX512_BF16 inline float bf16_dot_loop(std::int64_t iters) {
+  __m512 acc[24];
+  for (int i = 0; i < 24; ++i) acc[i] = _mm512_setzero_ps();
+  const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3380);
+  for (std::int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < 24; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < 24; ++i) s = _mm512_add_ps(s, acc[i]);
+  return _mm512_reduce_add_ps(s);
+}
+MOEKIT_TARGET_AVX512 inline float read_sum_avx512(const float* p, std::size_t n) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  std::size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    a0 = _mm512_add_ps(a0, _mm512_load_ps(p + i));
+    a1 = _mm512_add_ps(a1, _mm512_load_ps(p + i + 16));
+    a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
+    a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+MOEKIT_TARGET_AVX2 inline float read_sum_avx2(const float* p, std::size_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
+  }
+  alignas(32) float out[8];
+  _mm256_store_ps(out, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  return out[0] + out[1] + out[2] + out[3] + out[4] + out[5] + out[6] + out[7];
+}
+#endif
+
+}  // namespace detail
+
+/// Sums n floats (64-byte aligned, n a multiple of 64) as fast as loads allow: the bandwidth probe.
+inline float read_sum(Isa isa, const float* p, std::size_t n) {
+#ifdef MOEKIT_HAVE_X86_KERNELS
+  if (isa == Isa::avx512 || isa == Isa::avx512_bf16) return detail::read_sum_avx512(p, n);
+  if (isa == Isa::avx2) return detail::read_sum_avx2(p, n);
+#endif
+  (void)isa;
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  for (std::size_t j = 0; j + 4 <= n; j += 4) {
+    s0 += p[j];
+    s1 += p[j + 1];
+    s2 += p[j + 2];
+    s3 += p[j + 3];
+  }
+  return s0 + s1 + s2 + s3;
+}
+
+/// FLOPs of one call of the FP32 FMA loop per iteration (0 if no SIMD FMA).
+inline double fma_flops_per_iter(Isa isa) noexcept {
+  if (isa == Isa::avx512 || isa == Isa::avx512_bf16) return 24.0 * 16 * 2;
+  if (isa == Isa::avx2) return 12.0 * 8 * 2;
+  return 0.0;
+}
+
+/// Runs the FP32 FMA loop for `iters` iterations on the calling thread; returns a checksum.
+inline float run_fma_loop(Isa isa, std::int64_t iters) {
+#ifdef MOEKIT_HAVE_X86_KERNELS
+  if (isa == Isa::avx512 || isa == Isa::avx512_bf16) return detail::fma_loop_avx512(iters);
+  if (isa == Isa::avx2) return detail::fma_loop_avx2(iters);
+#endif
+  (void)isa;
+  (void)iters;
+  return 0.0f;
+}
+
+/// Runs the BF16 dot loop (vdpbf16ps: 2 multiply-adds per f32 lane) when the ISA has it.
+inline bool run_bf16_loop(Isa isa, std::int64_t iters, float* checksum) {
+#ifdef MOEKIT_HAVE_X86_KERNELS
+  if (isa == Isa::avx512_bf16) {
+    *checksum = detail::bf16_dot_loop(iters);
+    return true;
+  }
+#endif
+  (void)isa;
+  (void)iters;
+  (void)checksum;
+  return false;
+}
+inline double bf16_flops_per_iter() noexcept { return 24.0 * 16 * 4; }
+
+}  // namespace kernels
+MOEKIT_NAMESPACE_END
+MOEKIT_SIMD_WARNINGS_POP

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: MIT
+// `moekit roofline --threads N [--json]`: this machine's FP32 FMA peak, BF16
+// dot-product peak and memory read bandwidth, measured with N threads.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include <moekit/kernels/roofline.hpp>
+
+#include "cli.hpp"
+
+namespace moekit_cli {
+
+// Runs fn(thread) on n threads at once; returns the wall time in seconds.
+template <class F>
+double timed_threads(int n, F fn) {
+  std::vector<std::thread> ts;
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  for (int t = 0; t < n; ++t)
+    ts.emplace_back([&, t] {
+      ready++;
+      while (!go.load()) std::this_thread::yield();
+      fn(t);
+    });
+  while (ready.load() < n) std::this_thread::yield();
+  const auto t0 = std::chrono::steady_clock::now();
+  go = true;
+  for (auto& th : ts) th.join();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+inline int roofline_command(int argc, char** argv) {
+  const Args a = parse_args(argc, argv, 2, {"threads"});
+  const int n = static_cast<int>(a.get_int("threads", 1));
+  moekit::detail::require(n >= 1, "--threads: expected >= 1, got ", n);
+  const moekit::Isa isa = moekit::active_isa();
+  std::vector<float> sink(static_cast<std::size_t>(n));
+
+  // Compute peaks: best of 3 runs of ~0.3 s each.
+  const std::int64_t iters = 20'000'000;
+  double fma = 0.0, bf16 = 0.0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double t = timed_threads(n, [&](int i) { sink[static_cast<std::size_t>(i)] = moekit::kernels::run_fma_loop(isa, iters); });
+    fma = std::max(fma, moekit::kernels::fma_flops_per_iter(isa) * static_cast<double>(iters) * n / t / 1e9);
+    float cs = 0.0f;
+    if (moekit::kernels::run_bf16_loop(isa, 1, &cs)) {
+      const double tb = timed_threads(n, [&](int i) { moekit::kernels::run_bf16_loop(isa, iters, &sink[static_cast<std::size_t>(i)]); });
+      bf16 = std::max(bf16, moekit::kernels::bf16_flops_per_iter() * static_cast<double>(iters) * n / tb / 1e9);
+    }
+  }
+  // Read bandwidth: each thread sums its share of a 1 GiB buffer, best of 5.
+  const std::size_t total = (std::size_t(1) << 30) / sizeof(float);
+  moekit::AlignedBuffer<float> buf(total);
+  for (std::size_t i = 0; i < total; i += 1024) buf[i] = 1.0f;
+  double gbps = 0.0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const double t = timed_threads(n, [&](int i) {
+      const std::size_t per = total / static_cast<std::size_t>(n) / 64 * 64, b = per * static_cast<std::size_t>(i);
+      sink[static_cast<std::size_t>(i)] = moekit::kernels::read_sum(isa, buf.data() + b, per);
+    });
+    gbps = std::max(gbps, static_cast<double>(total * sizeof(float)) / t / 1e9);
+  }
+  float checksum = 0.0f;
+  for (float v : sink) checksum += v;
+  if (a.flag("json")) {
+    std::printf("{\"threads\": %d, \"isa\": \"%s\", \"fp32_fma_gflops\": %.1f, \"bf16_dot_gflops\": %.1f, \"read_gbps\": %.2f, \"checksum\": %g}\n",
+                n, moekit::isa_name(isa), fma, bf16, gbps, static_cast<double>(checksum));
+  } else {
+    std::printf("roofline, %d thread(s), %s\n", n, moekit::isa_name(isa));
+    std::printf("  FP32 FMA peak   %8.1f GFLOP/s\n", fma);
+    if (bf16 > 0) std::printf("  BF16 dot peak   %8.1f GFLOP/s\n", bf16);
+    else std::printf("  BF16 dot peak        n/a (no AVX-512 BF16)\n");
+    std::printf("  read bandwidth  %8.2f GB/s\n", gbps);
+  }
+  return 0;
+}
+
+}  // namespace moekit_cli
