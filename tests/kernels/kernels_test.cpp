@@ -131,6 +131,62 @@ TEST_P(PerIsa, AllTokensOnOneExpertAndEmptyExperts) {
   EXPECT_TRUE(moekit_test::bit_identical(y, y2));
 }
 
+// bf16 / f16 weights: kernels widen to f32 as they load, so the result is f32
+// arithmetic on the rounded weights: the same tolerance as f32 against a
+// double product of the rounded weights.
+template <class T>
+void check_half_kernels() {
+  const auto& k = kernels::active();
+  for (Index m : {1, 3, 13})
+    for (Index K : {1, 9, 33})
+      for (Index N : {1, 15, 16, 17, 40}) {
+        const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(m + K + N));
+        Matrix W = random_matrix(N, K, 5), W2 = random_matrix(N, K, 6);
+        for (Matrix* w : {&W, &W2})
+          for (Index i = 0; i < w->size(); ++i) w->data()[i] = static_cast<float>(T(w->data()[i]));
+        AlignedBuffer<T> p(static_cast<std::size_t>(kernels::packed_size(N, K)));
+        AlignedBuffer<T> pgu(static_cast<std::size_t>(kernels::packed_gate_up_size(N, K)));
+        kernels::pack_panels(W.data(), N, K, p.data());
+        kernels::pack_gate_up(W.data(), W2.data(), N, K, pgu.data());
+        Matrix Y(m, N), G(m, N), U(m, N);
+        k.matmul(p.data())(A.data(), K, m, K, p.data(), N, 0, N, Y.data(), N);
+        k.gate_up(pgu.data())(A.data(), K, m, K, pgu.data(), N, 0, N, G.data(), U.data(), N);
+        const Eigen::MatrixXd ref = A.cast<double>() * W.cast<double>().transpose();
+        const Eigen::MatrixXd ref2 = A.cast<double>() * W2.cast<double>().transpose();
+        const double tol = 1e-5 * std::sqrt(static_cast<double>(K)) * std::max(1.0, ref.cwiseAbs().maxCoeff());
+        ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << m << " " << K << " " << N;
+        ASSERT_LE((G.cast<double>() - ref).cwiseAbs().maxCoeff(), tol);
+        ASSERT_LE((U.cast<double>() - ref2).cwiseAbs().maxCoeff(), tol);
+      }
+}
+
+TEST_P(PerIsa, Bf16AndF16WeightKernels) {
+  check_half_kernels<moekit::bf16>();
+  check_half_kernels<moekit::f16>();
+}
+
+TEST_P(PerIsa, BlockWithHalfPrecisionWeights) {
+  for (moekit::Dtype t : {moekit::Dtype::bf16, moekit::Dtype::f16}) {
+    moekit::SwiGluMoEBlock block = moekit_test::random_block(16, 45, 37, 4, 11);
+    const Matrix x = random_matrix(50, 45, 12);
+    const Matrix y32 = block.forward(x);
+    block.experts().set_weight_dtype(t);
+    EXPECT_EQ(block.experts().weight_dtype(), t);
+    const Matrix y = block.forward(x);
+    // Against the reference on the rounded (dequantized) weights: f32 tolerance.
+    const Matrix ref = moekit::reference::forward(block, x);
+    EXPECT_LE(moekit_test::max_abs_diff(y, ref), moekit_test::kBlockTolerance * moekit_test::scale_of(ref)) << moekit::dtype_name(t);
+    // Against the f32 block: the weight rounding itself (bf16: 2^-9 relative per weight).
+    EXPECT_LE(moekit_test::max_abs_diff(y, y32), (t == moekit::Dtype::bf16 ? 3e-2 : 4e-3) * moekit_test::scale_of(y32));
+    moekit::ThreadPoolExecutor pool(2);
+    Matrix y2(50, 45);
+    block.forward(x, y2, pool);
+    EXPECT_TRUE(moekit_test::bit_identical(y, y2));
+  }
+  moekit::SwiGluMoEBlock block = moekit_test::random_block(4, 8, 8, 2, 1);
+  EXPECT_THROW(block.experts().set_weight_dtype(moekit::Dtype::i8), moekit::Error);
+}
+
 INSTANTIATE_TEST_SUITE_P(Isas, PerIsa, ::testing::ValuesIn(moekit::available_isas()), isa_test_name);
 
 TEST(Dispatch, NamesCapsAndEigenPath) {

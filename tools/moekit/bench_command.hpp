@@ -2,7 +2,7 @@
 // `moekit bench`: time one MoE block forward on random weights.
 //
 //   moekit bench [--shape NAME | --hidden D --ffn F --experts E --top-k K [--shared-experts S]]
-//                --tokens T [--dtype f32] [--threads N] [--isa NAME] [--json]
+//                --tokens T [--dtype f32|bf16|f16] [--threads N] [--isa NAME] [--json]
 //
 // Random weights (scale 0.02, fixed seed), four random inputs cycled, two
 // warm-up runs, then repetitions until one second (at least 5, at most 200);
@@ -65,9 +65,10 @@ inline int bench_command(int argc, char** argv) {
   moekit::detail::require(T >= 1, "--tokens: expected >= 1, got ", T);
   moekit::detail::require(threads >= 1, "--threads: expected >= 1, got ", threads);
   const std::string dtype = a.get("dtype", "f32");
-  if (dtype != "f32")
-    moekit::detail::fail("--dtype ", dtype, ": only f32 expert weights have kernels so far (bf16, f16, int8 and "
-                         "int4 are planned)");
+  const moekit::Dtype wt = moekit::parse_dtype(dtype);
+  if (wt != moekit::Dtype::f32 && wt != moekit::Dtype::bf16 && wt != moekit::Dtype::f16)
+    moekit::detail::fail("--dtype ", dtype, ": expert weights can be f32, bf16 or f16 so far (int8 and int4 are planned)");
+  const double wbytes = wt == moekit::Dtype::f32 ? 4.0 : 2.0;
   if (a.has("isa")) moekit::set_max_isa(moekit::parse_isa(a.get("isa")));
   const Index d = shape.d, f = shape.f, E = shape.E, k = shape.k, S = shape.shared;
 
@@ -80,9 +81,12 @@ inline int bench_command(int argc, char** argv) {
   };
   moekit::SwiGluMoEBlock block(moekit::Router<>(random(E, d, 1.0f), moekit::RouterOptions().with_top_k(k)),
                                moekit::SwiGluExperts(E, random(E * f, d, 1.0f), random(E * f, d, 1.0f), random(E * d, f, 1.0f)));
-  if (S > 0)
-    block.set_shared_experts(moekit::SharedExperts<>(
-        moekit::SwiGluExperts(1, random(f * S, d, 1.0f), random(f * S, d, 1.0f), random(d, f * S, 1.0f))));
+  block.experts().set_weight_dtype(wt);
+  if (S > 0) {
+    moekit::SwiGluExperts shared(1, random(f * S, d, 1.0f), random(f * S, d, 1.0f), random(d, f * S, 1.0f));
+    shared.set_weight_dtype(wt);
+    block.set_shared_experts(moekit::SharedExperts<>(std::move(shared)));
+  }
   std::vector<moekit::Matrix> inputs;
   for (int i = 0; i < 4; ++i) inputs.push_back(random(T, d, 50.0f));  // N(0, 1) activations
   moekit::Matrix y(T, d);
@@ -110,8 +114,8 @@ inline int bench_command(int argc, char** argv) {
   distinct /= static_cast<double>(inputs.size());
   const double flops = 2.0 * static_cast<double>(T) *
                        (static_cast<double>(E * d) + 3.0 * static_cast<double>(k * d * f) + 3.0 * static_cast<double>(d * f * S));
-  const double bytes = 4.0 * (distinct * 3.0 * static_cast<double>(d * f) + 3.0 * static_cast<double>(d * f * S) +
-                              static_cast<double>(E * d));
+  const double bytes = wbytes * (distinct * 3.0 * static_cast<double>(d * f) + 3.0 * static_cast<double>(d * f * S)) +
+                       4.0 * static_cast<double>(E * d);
   const double gflops = flops / median / 1e6, gbps = bytes / median / 1e6;
   if (a.flag("json")) {
     std::printf("{\"shape\": \"%s\", \"hidden\": %ld, \"ffn\": %ld, \"experts\": %ld, \"top_k\": %ld, \"shared_experts\": %ld, "

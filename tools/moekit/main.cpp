@@ -21,7 +21,7 @@ int usage(std::FILE* out) {
   std::fprintf(out,
                "usage: moekit <command> [options]\n"
                "  bench     [--shape NAME | --hidden D --ffn F --experts E --top-k K [--shared-experts S]]\n"
-               "            --tokens T [--dtype f32] [--threads N] [--isa NAME] [--json]\n"
+               "            --tokens T [--dtype f32|bf16|f16] [--threads N] [--isa NAME] [--json]\n"
                "  roofline  --threads N [--json]\n"
                "  version\n");
   return out == stdout ? 0 : 2;

@@ -210,8 +210,8 @@ class GatedExperts {
   GatedExperts& use_packed_kernels(bool on) {
     use_packed_ = on;
     if (!on) {
-      packed_gu_ = AlignedBuffer<float>();
-      packed_down_ = AlignedBuffer<float>();
+      packed_gu_ = AlignedBuffer<unsigned char>();
+      packed_down_ = AlignedBuffer<unsigned char>();
       packed_ = false;
     } else if (!packed_) {
       pack();
@@ -219,6 +219,33 @@ class GatedExperts {
     return *this;
   }
   bool uses_packed_kernels() const noexcept { return use_packed_; }
+
+  /// Storage type of the packed weights the kernels read: Dtype::f32 (default),
+  /// bf16 or f16 (half the bytes: decode streams half as much). The master
+  /// weights are rounded to that type (round to nearest even), so gate(e),
+  /// up(e), down(e) and the reference see exactly the values the kernels use.
+  /// int8 / int4 are not supported yet and throw.
+  GatedExperts& set_weight_dtype(Dtype t) {
+    detail::require(t == Dtype::f32 || t == Dtype::bf16 || t == Dtype::f16,
+                    "expert weight dtype: expected f32, bf16 or f16, got ", dtype_name(t),
+                    " (int8 / int4 experts are not implemented yet)");
+    if (t != Dtype::f32)
+      for (Matrix* m : {&gate_, &up_, &down_})
+        for (Index i = 0; i < m->size(); ++i) {
+          float& v = m->data()[i];
+          v = t == Dtype::bf16 ? static_cast<float>(bf16(v)) : static_cast<float>(f16(v));
+          detail::require(std::isfinite(v), "expert weights: value overflows ", dtype_name(t));
+        }
+    dtype_ = t;
+    packed_ = false;
+    pack();
+    return *this;
+  }
+  Dtype weight_dtype() const noexcept { return dtype_; }
+  /// Bytes of one expert's packed weights (what a forward streams per expert).
+  Index bytes_per_expert() const noexcept {
+    return (gu_stride_ + down_stride_) * (dtype_ == Dtype::f32 ? 4 : 2);
+  }
 
   /// Phase 1 of expert e on n rows x [n, d]: hidden columns [c0, c1) of
   /// H = gate_fn(x·W_gateᵀ + b, x·W_upᵀ + b) into scratch [n, 2f] (H in the
@@ -229,7 +256,11 @@ class GatedExperts {
     float* U = scratch + n * f_;  // [n, f]
     if (packed_) {
       const kernels::KernelTable& k = kernels::active();
-      k.gate_up_f32(x, d_, n, d_, packed_gu_.data() + e * gu_stride_, f_, c0, c1, H, U, f_);
+      with_packed_type([&](auto* tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        const T* p = reinterpret_cast<const T*>(packed_gu_.data()) + e * gu_stride_;
+        k.gate_up(p)(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
+      });
       if (gate_bias_.size() || up_bias_.size())
         for (Index r = 0; r < n; ++r)
           for (Index c = c0; c < c1; ++c) {
@@ -258,7 +289,12 @@ class GatedExperts {
   void forward_output(Index e, const float* scratch, Index n, float* out, Index c0, Index c1) const {
     if (n == 0 || c0 >= c1) return;
     if (packed_) {
-      kernels::active().matmul_f32(scratch, f_, n, f_, packed_down_.data() + e * down_stride_, d_, c0, c1, out, d_);
+      const kernels::KernelTable& k = kernels::active();
+      with_packed_type([&](auto* tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        const T* p = reinterpret_cast<const T*>(packed_down_.data()) + e * down_stride_;
+        k.matmul(p)(scratch, f_, n, f_, p, d_, c0, c1, out, d_);
+      });
     } else {
       ConstMatrixMap H(scratch, n, f_);
       Eigen::Map<Matrix, 0, Eigen::OuterStride<>> Y(out + c0, n, c1 - c0, Eigen::OuterStride<>(d_));
@@ -297,24 +333,37 @@ class GatedExperts {
     return e;
   }
 
+  // Calls fn with a null pointer of the packed element type.
+  template <class F>
+  void with_packed_type(F&& fn) const {
+    if (dtype_ == Dtype::bf16) fn(static_cast<bf16*>(nullptr));
+    else if (dtype_ == Dtype::f16) fn(static_cast<f16*>(nullptr));
+    else fn(static_cast<float*>(nullptr));
+  }
+
   void pack() {
     if (!use_packed_) return;
     gu_stride_ = kernels::packed_gate_up_size(f_, d_);
     down_stride_ = kernels::packed_size(d_, f_);
-    packed_gu_.resize(static_cast<std::size_t>(E_ * gu_stride_));
-    packed_down_.resize(static_cast<std::size_t>(E_ * down_stride_));
-    for (Index e = 0; e < E_; ++e) {
-      kernels::pack_gate_up(gate_.data() + e * f_ * d_, up_.data() + e * f_ * d_, f_, d_,
-                            packed_gu_.data() + e * gu_stride_);
-      kernels::pack_panels(down_.data() + e * d_ * f_, d_, f_, packed_down_.data() + e * down_stride_);
-    }
+    with_packed_type([&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      packed_gu_.resize(static_cast<std::size_t>(E_ * gu_stride_) * sizeof(T));
+      packed_down_.resize(static_cast<std::size_t>(E_ * down_stride_) * sizeof(T));
+      T* gu = reinterpret_cast<T*>(packed_gu_.data());
+      T* dn = reinterpret_cast<T*>(packed_down_.data());
+      for (Index e = 0; e < E_; ++e) {
+        kernels::pack_gate_up(gate_.data() + e * f_ * d_, up_.data() + e * f_ * d_, f_, d_, gu + e * gu_stride_);
+        kernels::pack_panels(down_.data() + e * d_ * f_, d_, f_, dn + e * down_stride_);
+      }
+    });
     packed_ = true;
   }
 
   Index E_ = 0, d_ = 0, f_ = 0;
   Gate gate_fn_;
-  AlignedBuffer<float> packed_gu_;    // [E][panels(f)][d][32]
-  AlignedBuffer<float> packed_down_;  // [E][panels(d)][f][16]
+  Dtype dtype_ = Dtype::f32;                // element type of the packed copy
+  AlignedBuffer<unsigned char> packed_gu_;    // [E][panels(f)][d][32] elements of dtype_
+  AlignedBuffer<unsigned char> packed_down_;  // [E][panels(d)][f][16] elements of dtype_
   Index gu_stride_ = 0, down_stride_ = 0;
   bool packed_ = false;
   bool use_packed_ = true;

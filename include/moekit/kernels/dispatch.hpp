@@ -126,26 +126,56 @@ inline std::vector<Isa> available_isas() {
 
 namespace kernels {
 
-/// Entry points of one ISA.
+/// Entry points of one ISA. Weights are packed panels (packing.hpp) of f32,
+/// bf16 or f16; activations and accumulation are always f32.
 struct KernelTable {
+  template <class T>
+  using GateUpFn = void (*)(const float* A, Index lda, Index m, Index K, const T* packed, Index f, Index c0,
+                            Index c1, float* G, float* U, Index ldo);
+  template <class T>
+  using MatmulFn = void (*)(const float* A, Index lda, Index m, Index K, const T* packed, Index N, Index c0,
+                            Index c1, float* Y, Index ldy);
+
   Isa isa;
-  void (*gate_up_f32)(const float* A, Index lda, Index m, Index K, const float* packed, Index f, Index c0,
-                      Index c1, float* G, float* U, Index ldo);
-  void (*matmul_f32)(const float* A, Index lda, Index m, Index K, const float* packed, Index N, Index c0,
-                     Index c1, float* Y, Index ldy);
+  GateUpFn<float> gate_up_f32;
+  MatmulFn<float> matmul_f32;
+  GateUpFn<bf16> gate_up_bf16;
+  MatmulFn<bf16> matmul_bf16;
+  GateUpFn<f16> gate_up_f16;
+  MatmulFn<f16> matmul_f16;
   void (*silu_mul_f32)(const float* g, const float* u, float* h, Index n);
+
+  GateUpFn<float> gate_up(const float*) const noexcept { return gate_up_f32; }
+  GateUpFn<bf16> gate_up(const bf16*) const noexcept { return gate_up_bf16; }
+  GateUpFn<f16> gate_up(const f16*) const noexcept { return gate_up_f16; }
+  MatmulFn<float> matmul(const float*) const noexcept { return matmul_f32; }
+  MatmulFn<bf16> matmul(const bf16*) const noexcept { return matmul_bf16; }
+  MatmulFn<f16> matmul(const f16*) const noexcept { return matmul_f16; }
 };
 
 /// The table for `isa` (which must be available on this machine).
 inline const KernelTable& table_for(Isa isa) noexcept {
-  static const KernelTable scalar_table{Isa::scalar, &scalar::gate_up_f32, &scalar::matmul_f32,
+  static const KernelTable scalar_table{Isa::scalar,
+                                        &scalar::gate_up<float>, &scalar::matmul<float>,
+                                        &scalar::gate_up<bf16>, &scalar::matmul<bf16>,
+                                        &scalar::gate_up<f16>, &scalar::matmul<f16>,
                                         &scalar::silu_mul_f32};
 #if defined(MOEKIT_HAVE_X86_KERNELS)
-  static const KernelTable avx2_table{Isa::avx2, &avx2::gate_up_f32, &avx2::matmul_f32, &avx2::silu_mul_f32};
-  static const KernelTable avx512_table{Isa::avx512, &avx512::gate_up_f32, &avx512::matmul_f32,
+  static const KernelTable avx2_table{Isa::avx2,
+                                      &avx2::gate_up<float>, &avx2::matmul<float>,
+                                      &avx2::gate_up<bf16>, &avx2::matmul<bf16>,
+                                      &avx2::gate_up<f16>, &avx2::matmul<f16>,
+                                      &avx2::silu_mul_f32};
+  static const KernelTable avx512_table{Isa::avx512,
+                                        &avx512::gate_up<float>, &avx512::matmul<float>,
+                                        &avx512::gate_up<bf16>, &avx512::matmul<bf16>,
+                                        &avx512::gate_up<f16>, &avx512::matmul<f16>,
                                         &avx512::silu_mul_f32};
-  static const KernelTable avx512_bf16_table{Isa::avx512_bf16, &avx512::gate_up_f32, &avx512::matmul_f32,
-                                             &avx512::silu_mul_f32};
+  static const KernelTable avx512_bf16_table = [] {
+    KernelTable t = avx512_table;
+    t.isa = Isa::avx512_bf16;
+    return t;
+  }();
   switch (isa) {
     case Isa::avx2: return avx2_table;
     case Isa::avx512: return avx512_table;
@@ -153,7 +183,12 @@ inline const KernelTable& table_for(Isa isa) noexcept {
     default: break;
   }
 #elif defined(MOEKIT_HAVE_NEON_KERNELS)
-  static const KernelTable neon_table{Isa::neon, &neon::gate_up_f32, &neon::matmul_f32, &neon::silu_mul_f32};
+  // bf16 / f16 weights use the portable widening loops on NEON for now.
+  static const KernelTable neon_table{Isa::neon,
+                                      &neon::gate_up, &neon::matmul,
+                                      &scalar::gate_up<bf16>, &scalar::matmul<bf16>,
+                                      &scalar::gate_up<f16>, &scalar::matmul<f16>,
+                                      &neon::silu_mul_f32};
   if (isa == Isa::neon) return neon_table;
 #endif
   (void)isa;

@@ -10,11 +10,15 @@
 // together: panel p holds, per k, 16 gate values then 16 up values, so one
 // pass over the input produces both projections. 16 columns are one AVX-512
 // vector, two AVX2 vectors, four NEON vectors: one layout serves every ISA.
+// The same layout holds bf16 or f16 weights (half the bytes); kernels widen
+// them to f32 as they load, so results equal f32 arithmetic on the rounded
+// weights.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
-#include "../config.hpp"
+#include "../core/dtype.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
 namespace kernels {
@@ -28,27 +32,39 @@ inline Index packed_size(Index N, Index K) noexcept { return panels(N) * K * kPa
 /// Floats of a packed gate + up pair, each [f, K].
 inline Index packed_gate_up_size(Index f, Index K) noexcept { return panels(f) * K * 2 * kPanel; }
 
-/// Packs w [N, K] (row-major) into `out` (packed_size(N, K) floats).
-inline void pack_panels(const float* w, Index N, Index K, float* out) noexcept {
+/// Storage conversion of one weight: float as is; bf16 / f16 bits (round to nearest even).
+template <class T>
+inline T to_storage(float v) noexcept;
+template <>
+inline float to_storage<float>(float v) noexcept { return v; }
+template <>
+inline bf16 to_storage<bf16>(float v) noexcept { return bf16(v); }
+template <>
+inline f16 to_storage<f16>(float v) noexcept { return f16(v); }
+
+/// Packs w [N, K] (row-major) into `out` (packed_size(N, K) elements), converting to T.
+template <class T>
+inline void pack_panels(const float* w, Index N, Index K, T* out) noexcept {
   for (Index p = 0; p < panels(N); ++p) {
-    float* dst = out + p * K * kPanel;
+    T* dst = out + p * K * kPanel;
     for (Index k = 0; k < K; ++k)
       for (Index j = 0; j < kPanel; ++j) {
         const Index n = p * kPanel + j;
-        dst[k * kPanel + j] = n < N ? w[n * K + k] : 0.0f;
+        dst[k * kPanel + j] = to_storage<T>(n < N ? w[n * K + k] : 0.0f);
       }
   }
 }
 
-/// Packs gate and up [f, K] into `out` (packed_gate_up_size(f, K) floats).
-inline void pack_gate_up(const float* gate, const float* up, Index f, Index K, float* out) noexcept {
+/// Packs gate and up [f, K] into `out` (packed_gate_up_size(f, K) elements), converting to T.
+template <class T>
+inline void pack_gate_up(const float* gate, const float* up, Index f, Index K, T* out) noexcept {
   for (Index p = 0; p < panels(f); ++p) {
-    float* dst = out + p * K * 2 * kPanel;
+    T* dst = out + p * K * 2 * kPanel;
     for (Index k = 0; k < K; ++k)
       for (Index j = 0; j < kPanel; ++j) {
         const Index n = p * kPanel + j;
-        dst[k * 2 * kPanel + j] = n < f ? gate[n * K + k] : 0.0f;
-        dst[k * 2 * kPanel + kPanel + j] = n < f ? up[n * K + k] : 0.0f;
+        dst[k * 2 * kPanel + j] = to_storage<T>(n < f ? gate[n * K + k] : 0.0f);
+        dst[k * 2 * kPanel + kPanel + j] = to_storage<T>(n < f ? up[n * K + k] : 0.0f);
       }
   }
 }

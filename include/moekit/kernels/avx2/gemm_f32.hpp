@@ -13,29 +13,40 @@
 #include <cmath>
 
 #include "../packing.hpp"
+#include "../../core/dtype.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
 namespace kernels {
 namespace avx2 {
 
+// Loads 8 weights as f32: float as is, bf16 by a 16-bit shift, f16 by F16C.
+MOEKIT_TARGET_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+MOEKIT_TARGET_AVX2 inline __m256 load8(const bf16* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+MOEKIT_TARGET_AVX2 inline __m256 load8(const f16* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
 constexpr int kGateUpRows = 3;
 constexpr int kDownRows = 6;
 
-template <int MR>
-MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, const float* B, float* G, float* U,
+template <int MR, class T>
+MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, const T* B, float* G, float* U,
                                             Index ldo) {
   __m256 g0[MR], g1[MR], u0[MR], u1[MR];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) g0[r] = g1[r] = u0[r] = u1[r] = _mm256_setzero_ps();
   for (Index k = 0; k < K; ++k) {
-    const float* b = B + k * 32;
+    const T* b = B + k * 32;
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
-      g0[r] = _mm256_fmadd_ps(a, _mm256_load_ps(b), g0[r]);
-      g1[r] = _mm256_fmadd_ps(a, _mm256_load_ps(b + 8), g1[r]);
-      u0[r] = _mm256_fmadd_ps(a, _mm256_load_ps(b + 16), u0[r]);
-      u1[r] = _mm256_fmadd_ps(a, _mm256_load_ps(b + 24), u1[r]);
+      g0[r] = _mm256_fmadd_ps(a, load8(b), g0[r]);
+      g1[r] = _mm256_fmadd_ps(a, load8(b + 8), g1[r]);
+      u0[r] = _mm256_fmadd_ps(a, load8(b + 16), u0[r]);
+      u1[r] = _mm256_fmadd_ps(a, load8(b + 24), u1[r]);
     }
   }
 #pragma GCC unroll 8
@@ -47,13 +58,13 @@ MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, 
   }
 }
 
-template <int MR>
-MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, const float* B, float* Y, Index ldy) {
+template <int MR, class T>
+MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, const T* B, float* Y, Index ldy) {
   __m256 y0[MR], y1[MR];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) y0[r] = y1[r] = _mm256_setzero_ps();
   for (Index k = 0; k < K; ++k) {
-    const __m256 b0 = _mm256_load_ps(B + k * 16), b1 = _mm256_load_ps(B + k * 16 + 8);
+    const __m256 b0 = load8(B + k * 16), b1 = load8(B + k * 16 + 8);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
@@ -68,12 +79,13 @@ MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, con
   }
 }
 
-MOEKIT_TARGET_AVX2 inline void gate_up_f32(const float* A, Index lda, Index m, Index K, const float* packed, Index f,
-                                           Index c0, Index c1, float* G, float* U, Index ldo) {
+template <class T = float>
+MOEKIT_TARGET_AVX2 inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed, Index f,
+                                       Index c0, Index c1, float* G, float* U, Index ldo) {
   (void)f;
   alignas(32) float tg[kGateUpRows * kPanel], tu[kGateUpRows * kPanel];
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    const float* B = packed + p * K * 2 * kPanel;
+    const T* B = packed + p * K * 2 * kPanel;
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     for (Index i = 0; i < m; i += kGateUpRows) {
       const Index mr = (m - i) < kGateUpRows ? (m - i) : kGateUpRows;
@@ -97,12 +109,13 @@ MOEKIT_TARGET_AVX2 inline void gate_up_f32(const float* A, Index lda, Index m, I
   }
 }
 
-MOEKIT_TARGET_AVX2 inline void matmul_f32(const float* A, Index lda, Index m, Index K, const float* packed, Index N,
-                                          Index c0, Index c1, float* Y, Index ldy) {
+template <class T = float>
+MOEKIT_TARGET_AVX2 inline void matmul(const float* A, Index lda, Index m, Index K, const T* packed, Index N,
+                                      Index c0, Index c1, float* Y, Index ldy) {
   (void)N;
   alignas(32) float ty[kDownRows * kPanel];
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    const float* B = packed + p * K * kPanel;
+    const T* B = packed + p * K * kPanel;
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     for (Index i = 0; i < m; i += kDownRows) {
       const Index mr = (m - i) < kDownRows ? (m - i) : kDownRows;

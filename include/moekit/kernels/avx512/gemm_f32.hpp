@@ -23,18 +23,28 @@ namespace avx512 {
 
 constexpr int kRows = 12;
 
+// Loads 16 weights as f32: float as is, bf16 by a 16-bit shift, f16 by F16C.
+MOEKIT_TARGET_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+MOEKIT_TARGET_AVX512 inline __m512 load16(const bf16* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+MOEKIT_TARGET_AVX512 inline __m512 load16(const f16* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
 inline __mmask16 column_mask(Index ncols) noexcept {
   return ncols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << ncols) - 1u);
 }
 
-template <int MR>
-MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K, const float* B, float* G,
+template <int MR, class T>
+MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K, const T* B, float* G,
                                               float* U, Index ldo, __mmask16 mask) {
   __m512 g[MR], u[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) g[r] = u[r] = _mm512_setzero_ps();
   for (Index k = 0; k < K; ++k) {
-    const __m512 bg = _mm512_load_ps(B + k * 32), bu = _mm512_load_ps(B + k * 32 + 16);
+    const __m512 bg = load16(B + k * 32), bu = load16(B + k * 32 + 16);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       const __m512 a = _mm512_set1_ps(A[r * lda + k]);
@@ -49,14 +59,14 @@ MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K
   }
 }
 
-template <int MR>
-MOEKIT_TARGET_AVX512 inline void down_tile2(const float* A, Index lda, Index K, const float* B0, const float* B1,
+template <int MR, class T>
+MOEKIT_TARGET_AVX512 inline void down_tile2(const float* A, Index lda, Index K, const T* B0, const T* B1,
                                             float* Y, Index ldy, __mmask16 mask1) {
   __m512 y0[MR], y1[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) y0[r] = y1[r] = _mm512_setzero_ps();
   for (Index k = 0; k < K; ++k) {
-    const __m512 b0 = _mm512_load_ps(B0 + k * 16), b1 = _mm512_load_ps(B1 + k * 16);
+    const __m512 b0 = load16(B0 + k * 16), b1 = load16(B1 + k * 16);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       const __m512 a = _mm512_set1_ps(A[r * lda + k]);
@@ -71,14 +81,14 @@ MOEKIT_TARGET_AVX512 inline void down_tile2(const float* A, Index lda, Index K, 
   }
 }
 
-template <int MR>
-MOEKIT_TARGET_AVX512 inline void down_tile1(const float* A, Index lda, Index K, const float* B0, float* Y,
+template <int MR, class T>
+MOEKIT_TARGET_AVX512 inline void down_tile1(const float* A, Index lda, Index K, const T* B0, float* Y,
                                             Index ldy, __mmask16 mask) {
   __m512 y0[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) y0[r] = _mm512_setzero_ps();
   for (Index k = 0; k < K; ++k) {
-    const __m512 b0 = _mm512_load_ps(B0 + k * 16);
+    const __m512 b0 = load16(B0 + k * 16);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) y0[r] = _mm512_fmadd_ps(_mm512_set1_ps(A[r * lda + k]), b0, y0[r]);
   }
@@ -103,11 +113,12 @@ MOEKIT_TARGET_AVX512 inline void down_tile1(const float* A, Index lda, Index K, 
     default: CALL(1); break;               \
   }
 
-MOEKIT_TARGET_AVX512 inline void gate_up_f32(const float* A, Index lda, Index m, Index K, const float* packed,
-                                             Index f, Index c0, Index c1, float* G, float* U, Index ldo) {
+template <class T = float>
+MOEKIT_TARGET_AVX512 inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed,
+                                         Index f, Index c0, Index c1, float* G, float* U, Index ldo) {
   (void)f;
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    const float* B = packed + p * K * 2 * kPanel;
+    const T* B = packed + p * K * 2 * kPanel;
     const __mmask16 mask = column_mask(c1 - p * kPanel);
     for (Index i = 0; i < m; i += kRows) {
       const Index mr = (m - i) < kRows ? (m - i) : kRows;
@@ -121,14 +132,15 @@ MOEKIT_TARGET_AVX512 inline void gate_up_f32(const float* A, Index lda, Index m,
   }
 }
 
-MOEKIT_TARGET_AVX512 inline void matmul_f32(const float* A, Index lda, Index m, Index K, const float* packed,
-                                            Index N, Index c0, Index c1, float* Y, Index ldy) {
+template <class T = float>
+MOEKIT_TARGET_AVX512 inline void matmul(const float* A, Index lda, Index m, Index K, const T* packed,
+                                        Index N, Index c0, Index c1, float* Y, Index ldy) {
   (void)N;
   Index p = c0 / kPanel;
   const Index p_end = (c1 + kPanel - 1) / kPanel;
   for (; p + 2 <= p_end; p += 2) {  // two panels: 32 columns
-    const float* B0 = packed + p * K * kPanel;
-    const float* B1 = B0 + K * kPanel;
+    const T* B0 = packed + p * K * kPanel;
+    const T* B1 = B0 + K * kPanel;
     const __mmask16 mask1 = column_mask(c1 - (p + 1) * kPanel);
     for (Index i = 0; i < m; i += kRows) {
       const Index mr = (m - i) < kRows ? (m - i) : kRows;
@@ -140,7 +152,7 @@ MOEKIT_TARGET_AVX512 inline void matmul_f32(const float* A, Index lda, Index m, 
     }
   }
   if (p < p_end) {
-    const float* B0 = packed + p * K * kPanel;
+    const T* B0 = packed + p * K * kPanel;
     const __mmask16 mask = column_mask(c1 - p * kPanel);
     for (Index i = 0; i < m; i += kRows) {
       const Index mr = (m - i) < kRows ? (m - i) : kRows;

@@ -61,7 +61,7 @@ inline void down_tile(const float* A, Index lda, Index K, const float* B, float*
     for (int q = 0; q < 4; ++q) vst1q_f32(Y + r * ldy + 4 * q, y[r][q]);
 }
 
-inline void gate_up_f32(const float* A, Index lda, Index m, Index K, const float* packed, Index f, Index c0, Index c1,
+inline void gate_up(const float* A, Index lda, Index m, Index K, const float* packed, Index f, Index c0, Index c1,
                         float* G, float* U, Index ldo) {
   (void)f;
   float tg[2 * kPanel], tu[2 * kPanel];
@@ -86,7 +86,7 @@ inline void gate_up_f32(const float* A, Index lda, Index m, Index K, const float
   }
 }
 
-inline void matmul_f32(const float* A, Index lda, Index m, Index K, const float* packed, Index N, Index c0, Index c1,
+inline void matmul(const float* A, Index lda, Index m, Index K, const float* packed, Index N, Index c0, Index c1,
                        float* Y, Index ldy) {
   (void)N;
   float ty[4 * kPanel];

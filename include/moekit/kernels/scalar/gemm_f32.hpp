@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "../packing.hpp"
+#include "../../core/dtype.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
 namespace kernels {
@@ -17,23 +18,28 @@ namespace scalar {
 
 constexpr Index kRows = 4;  // rows per tile
 
+inline float widen(float v) noexcept { return v; }
+inline float widen(bf16 v) noexcept { return static_cast<float>(v); }
+inline float widen(f16 v) noexcept { return static_cast<float>(v); }
+
 /// G, U [m, ldo] columns [c0, c1) = A [m, K] (row stride lda) times the packed gate / up.
-inline void gate_up_f32(const float* A, Index lda, Index m, Index K, const float* packed, Index f, Index c0,
-                        Index c1, float* G, float* U, Index ldo) {
+template <class T = float>
+inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed, Index f, Index c0,
+                    Index c1, float* G, float* U, Index ldo) {
   (void)f;
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    const float* B = packed + p * K * 2 * kPanel;
+    const T* B = packed + p * K * 2 * kPanel;
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     for (Index i = 0; i < m; i += kRows) {
       const Index mr = (m - i) < kRows ? (m - i) : kRows;
       float g[kRows][kPanel] = {}, u[kRows][kPanel] = {};
       for (Index k = 0; k < K; ++k) {
-        const float* b = B + k * 2 * kPanel;
+        const T* b = B + k * 2 * kPanel;
         for (Index r = 0; r < mr; ++r) {
           const float a = A[(i + r) * lda + k];
           for (Index j = 0; j < kPanel; ++j) {
-            g[r][j] += a * b[j];
-            u[r][j] += a * b[kPanel + j];
+            g[r][j] += a * widen(b[j]);
+            u[r][j] += a * widen(b[kPanel + j]);
           }
         }
       }
@@ -47,20 +53,21 @@ inline void gate_up_f32(const float* A, Index lda, Index m, Index K, const float
 }
 
 /// Y [m, ldy] columns [c0, c1) = A [m, K] times the packed [N, K] weight.
-inline void matmul_f32(const float* A, Index lda, Index m, Index K, const float* packed, Index N, Index c0,
-                       Index c1, float* Y, Index ldy) {
+template <class T = float>
+inline void matmul(const float* A, Index lda, Index m, Index K, const T* packed, Index N, Index c0,
+                   Index c1, float* Y, Index ldy) {
   (void)N;
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    const float* B = packed + p * K * kPanel;
+    const T* B = packed + p * K * kPanel;
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     for (Index i = 0; i < m; i += kRows) {
       const Index mr = (m - i) < kRows ? (m - i) : kRows;
       float y[kRows][kPanel] = {};
       for (Index k = 0; k < K; ++k) {
-        const float* b = B + k * kPanel;
+        const T* b = B + k * kPanel;
         for (Index r = 0; r < mr; ++r) {
           const float a = A[(i + r) * lda + k];
-          for (Index j = 0; j < kPanel; ++j) y[r][j] += a * b[j];
+          for (Index j = 0; j < kPanel; ++j) y[r][j] += a * widen(b[j]);
         }
       }
       for (Index r = 0; r < mr; ++r)
