@@ -391,7 +391,8 @@ TEST(SafetensorsFile, TypedViewIsZeroCopyWhenAlignedAndCopiesWhenNot) {
 
   // A copied view stays valid when copied or moved itself.
   const moekit::TensorData<float> copy = vb;
-  const moekit::TensorData<float> moved = std::move(moekit::TensorData<float>(vb));
+  moekit::TensorData<float> source = vb;
+  const moekit::TensorData<float> moved = std::move(source);
   EXPECT_EQ(copy.to_vector(), b);
   EXPECT_EQ(moved.to_vector(), b);
 
