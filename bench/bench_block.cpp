@@ -7,9 +7,13 @@
 //   ./bench_block --benchmark_filter='/olmoe/'      # one shape
 //   ./bench_block --benchmark_filter='/T:1/'        # decode only
 //
-// Names: block_f32/<shape>/T:<tokens>/threads:<executor threads>/... . The
-// executor's thread count is part of the name; Google Benchmark's own
-// "threads" field stays 1 (one thread drives the block).
+// Names: block_f32/<shape>/T:<tokens>/threads:<executor threads>/<path>/... .
+// The executor's thread count is part of the name; Google Benchmark's own
+// "threads" field stays 1 (one thread drives the block). <path> is the expert
+// path: "eigen" is the foundation baseline (one Eigen GEMM per expert and
+// projection). Where the expert bank has use_packed_kernels(bool), the
+// library's default, its packed SIMD kernels, is measured too as "packed";
+// --benchmark_filter=/eigen selects the baseline alone.
 //
 // Per shape the weights are drawn once (uniform, standard deviation 0.02, fixed
 // seed) and reused for every T and thread count; only one shape is resident at
@@ -44,10 +48,15 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <moekit/moekit.hpp>
+#if __has_include(<moekit/kernels/dispatch.hpp>)
+#include <moekit/kernels/dispatch.hpp>
+#define MOEKIT_BENCH_HAS_KERNELS 1
+#endif
 
 namespace {
 
@@ -81,6 +90,25 @@ double active_flops(const Shape& s, Index T) {
          static_cast<double>(s.E * s.d + 3 * s.k * s.d * s.f);
 }
 
+enum class Path { eigen, packed };
+const char* path_name(Path p) { return p == Path::eigen ? "eigen" : "packed"; }
+
+// Detects an expert bank with a switch between packed kernels and Eigen.
+template <class Bank, class = void>
+struct HasPackedSwitch : std::false_type {};
+template <class Bank>
+struct HasPackedSwitch<Bank, std::void_t<decltype(std::declval<Bank&>().use_packed_kernels(true))>>
+    : std::true_type {};
+using ExpertBank = std::decay_t<decltype(std::declval<moekit::SwiGluMoEBlock&>().experts())>;
+constexpr bool kHasPackedPath = HasPackedSwitch<ExpertBank>::value;
+
+template <class Bank>
+void select_path(Bank& bank, Path p) {
+  if constexpr (HasPackedSwitch<Bank>::value) bank.use_packed_kernels(p == Path::packed);
+  (void)bank;
+  (void)p;
+}
+
 // splitmix64: fast, reproducible, and good enough for benchmark weights.
 struct SplitMix64 {
   std::uint64_t state;
@@ -112,8 +140,9 @@ void fill_uniform(Matrix& m, std::uint64_t seed, float std_dev) {
 struct Loaded {
   int shape = -1;
   std::unique_ptr<moekit::SwiGluMoEBlock> block;
+  int path = -1;                                // Path the bank is set to, -1 = library default
   std::map<Index, std::vector<Matrix>> inputs;  // per T: kNumInputs inputs [T, d]
-  std::map<Index, std::string> check;           // per T: "" = passed, else the failure
+  std::map<std::pair<int, Index>, std::string> check;  // per (path, T): "" = passed, else why not
   std::uint64_t cursor = 0;                     // next input, carried across runs
 };
 
@@ -184,10 +213,15 @@ std::string run_check(Loaded& l, Index T) {
   return err.str();
 }
 
-void bm_block(benchmark::State& state, int shape, Index T, int threads) {
+void bm_block(benchmark::State& state, int shape, Index T, int threads, Path path) {
   Loaded& l = load(shape);
-  auto checked = l.check.find(T);
-  if (checked == l.check.end()) checked = l.check.emplace(T, run_check(l, T)).first;
+  if (l.path != static_cast<int>(path)) {
+    select_path(l.block->experts(), path);
+    l.path = static_cast<int>(path);
+  }
+  const auto key = std::make_pair(l.path, T);
+  auto checked = l.check.find(key);
+  if (checked == l.check.end()) checked = l.check.emplace(key, run_check(l, T)).first;
   if (!checked->second.empty()) {
     state.SkipWithError(("correctness check failed: " + checked->second).c_str());
     return;
@@ -251,17 +285,25 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("compile_isa", build_flags());
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
   benchmark::AddCustomContext("weights", "f32, uniform, std 0.02; inputs N(0,1), 8 cycled");
+#ifdef MOEKIT_BENCH_HAS_KERNELS
+  benchmark::AddCustomContext("packed_kernels_isa",
+                              moekit::isa_name(moekit::active_isa()));
+#endif
 
+  std::vector<Path> paths{Path::eigen};
+  if (kHasPackedPath) paths.push_back(Path::packed);
   for (int si = 0; si < static_cast<int>(std::size(kShapes)); ++si)
-    for (const Index T : kTokens)
-      for (const int n : kThreadCounts) {
-        const std::string name = std::string("block_f32/") + kShapes[si].name +
-                                 "/T:" + std::to_string(T) + "/threads:" + std::to_string(n);
-        benchmark::RegisterBenchmark(name.c_str(), bm_block, si, T, n)
-            ->Unit(benchmark::kMillisecond)
-            ->UseRealTime()
-            ->MinTime(min_time_for(T));
-      }
+    for (const Path path : paths)
+      for (const Index T : kTokens)
+        for (const int n : kThreadCounts) {
+          const std::string name = std::string("block_f32/") + kShapes[si].name + "/T:" +
+                                   std::to_string(T) + "/threads:" + std::to_string(n) + "/" +
+                                   path_name(path);
+          benchmark::RegisterBenchmark(name.c_str(), bm_block, si, T, n, path)
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime()
+              ->MinTime(min_time_for(T));
+        }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -2,7 +2,7 @@
 """Run bench_block case by case on a shared machine, and turn the results into tables.
 
   bench/scripts/baseline.py run   [--bench build-bench/bench/bench_block] [--out build-bench/results]
-                                  [--shapes a,b] [--tokens 1,8,64,512] [--threads 1,2]
+                                  [--path eigen|packed] [--shapes a,b] [--tokens 1,8,64,512] [--threads 1,2]
                                   [--quiet-cores 0.2] [--max-wait 900] [--tries 3] [-- extra args]
   bench/scripts/baseline.py table [--out build-bench/results]   # markdown tables on stdout
 
@@ -14,7 +14,8 @@ seconds it runs anyway), and while it runs it samples every second how many core
 during which others used more than --quiet-cores on average, or more than 0.5 core in
 any sample, is repeated, up to --tries times; the quietest run is kept. Each case's
 JSON goes to <out>/<shape>/T<T>_t<n>.json (cases that have one are skipped unless
---redo), every attempt's load record to <out>/load.jsonl; `table` reads them. Only the
+--redo, or --redo-noisy and the kept run was not quiet), every attempt's load record to
+<out>/load.jsonl; `table` reads them. Only the
 standard library is used.
 """
 import argparse
@@ -83,7 +84,7 @@ def wait_quiet(a, label):
 
 
 def run_case(a, extra, shape, T, n, path):
-    cmd = [a.bench, f"--benchmark_filter=^block_f32/{shape}/T:{T}/threads:{n}/",
+    cmd = [a.bench, f"--benchmark_filter=^block_f32/{shape}/T:{T}/threads:{n}/{a.path}",
            "--benchmark_repetitions=3", "--benchmark_report_aggregates_only=true",
            f"--benchmark_out={path}", "--benchmark_out_format=json"] + extra
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -99,6 +100,10 @@ def run_case(a, extra, shape, T, n, path):
         "samples": len(fcs)}
 
 
+def is_quiet(a, load):
+    return load["foreign_cores_mean"] < a.quiet_cores and load["foreign_cores_max"] <= 0.5
+
+
 def run(a, extra):
     os.makedirs(a.out, exist_ok=True)
     log = open(os.path.join(a.out, "load.jsonl"), "a")
@@ -108,9 +113,14 @@ def run(a, extra):
             for n in [int(t) for t in a.threads.split(",")]:
                 label = f"{shape}/T:{T}/threads:{n}"
                 final = os.path.join(a.out, shape, f"T{T}_t{n}.json")
-                if os.path.exists(final) and not a.redo:
-                    continue  # resume: delete the file (or pass --redo) to measure again
+                final_load = final.replace(".json", ".load.json")
                 best = None
+                if os.path.exists(final) and not a.redo:
+                    with open(final_load) as f:
+                        kept = json.load(f)
+                    if not a.redo_noisy or is_quiet(a, kept):
+                        continue  # resume: pass --redo (or --redo-noisy) to measure again
+                    best = (None, kept)  # a new run replaces it only if quieter
                 for attempt in range(1, a.tries + 1):
                     before, waited = wait_quiet(a, label)
                     tmp = os.path.join(a.out, shape, f"T{T}_t{n}.try{attempt}.json")
@@ -127,11 +137,12 @@ def run(a, extra):
                         sys.exit(rc or 1)
                     if best is None or load["foreign_cores_mean"] < best[1]["foreign_cores_mean"]:
                         best = (tmp, load)
-                    if load["foreign_cores_mean"] < a.quiet_cores and load["foreign_cores_max"] <= 0.5:
+                    if is_quiet(a, load):
                         break
-                os.replace(best[0], final)
-                with open(os.path.join(a.out, shape, f"T{T}_t{n}.load.json"), "w") as f:
-                    json.dump(best[1], f)
+                if best[0] is not None:
+                    os.replace(best[0], final)
+                    with open(final_load, "w") as f:
+                        json.dump(best[1], f)
                 for fn in os.listdir(os.path.join(a.out, shape)):
                     if ".try" in fn:
                         os.remove(os.path.join(a.out, shape, fn))
@@ -184,12 +195,16 @@ def main():
     ap.add_argument("--bench", default="build-bench/bench/bench_block")
     ap.add_argument("--out", default="build-bench/results")
     ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--path", default="", help="expert path, eigen or packed (binaries with both "
+                    "paths need it; use a separate --out for each)")
     ap.add_argument("--tokens", default="1,8,64,512")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--quiet-cores", type=float, default=0.2)
     ap.add_argument("--max-wait", type=float, default=900)
     ap.add_argument("--tries", type=int, default=3)
     ap.add_argument("--redo", action="store_true", help="measure cases that already have results")
+    ap.add_argument("--redo-noisy", action="store_true",
+                    help="measure again the cases whose kept run was not quiet; keep the quieter")
     a = ap.parse_args(argv)
     run(a, extra) if a.mode == "run" else table(a)
 
