@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 // moekit: the command-line tool.
 //
+//   moekit check ...      run golden cases (see file_commands.hpp)
+//   moekit info FILE      list a safetensors file
+//   moekit run ...        run layer N of a checkpoint on an input file
 //   moekit bench ...      time a block forward (see bench_command.hpp)
 //   moekit roofline ...   measure this machine's compute and bandwidth limits
 //   moekit version
@@ -13,6 +16,7 @@
 #include <moekit/moekit.hpp>
 
 #include "bench_command.hpp"
+#include "file_commands.hpp"
 #include "roofline_command.hpp"
 
 namespace {
@@ -20,6 +24,10 @@ namespace {
 int usage(std::FILE* out) {
   std::fprintf(out,
                "usage: moekit <command> [options]\n"
+               "  check     CASE.safetensors...\n"
+               "  info      FILE\n"
+               "  run       --checkpoint DIR --layer N --input IN.safetensors --output OUT.safetensors\n"
+               "            [--dtype f32|bf16|f16] [--threads N] [--family NAME]\n"
                "  bench     [--shape NAME | --hidden D --ffn F --experts E --top-k K [--shared-experts S]]\n"
                "            --tokens T [--dtype f32|bf16|f16] [--threads N] [--isa NAME] [--json]\n"
                "  roofline  --threads N [--json]\n"
@@ -33,6 +41,9 @@ int main(int argc, char** argv) {
   if (argc < 2) return usage(stderr);
   const std::string cmd = argv[1];
   try {
+    if (cmd == "check") return moekit_cli::check_command(argc, argv);
+    if (cmd == "info") return moekit_cli::info_command(argc, argv);
+    if (cmd == "run") return moekit_cli::run_command(argc, argv);
     if (cmd == "bench") return moekit_cli::bench_command(argc, argv);
     if (cmd == "roofline") return moekit_cli::roofline_command(argc, argv);
     if (cmd == "version") {

@@ -13,6 +13,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "../core/dtype.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
 #include "../parallel/executor.hpp"
@@ -46,6 +47,9 @@ class MoELayer {
     get().forward_with_plan(x, plan, y);
   }
   RoutingPlan route(const MatrixRef& x) const { return get().route(x); }
+  /// Stores the routed (and shared) expert weights as f32, bf16 or f16 where
+  /// the bank supports it (GatedExperts); throws otherwise.
+  void set_expert_weight_dtype(Dtype t) { get().set_expert_weight_dtype(t); }
   const RoutingPlan& last_plan() const { return get().last_plan(); }
   const Matrix& last_logits() const { return get().last_logits(); }
 
@@ -71,6 +75,7 @@ class MoELayer {
     virtual RoutingPlan route(const MatrixRef& x) const = 0;
     virtual const RoutingPlan& last_plan() const = 0;
     virtual const Matrix& last_logits() const = 0;
+    virtual void set_expert_weight_dtype(Dtype t) = 0;
   };
   template <class Block>
   struct Model final : Concept {
@@ -91,8 +96,25 @@ class MoELayer {
     RoutingPlan route(const MatrixRef& x) const override { return block.route(x); }
     const RoutingPlan& last_plan() const override { return block.last_plan(); }
     const Matrix& last_logits() const override { return block.last_logits(); }
+    void set_expert_weight_dtype(Dtype t) override {
+      if constexpr (has_dtype<typename Block::ExpertsType>::value) {
+        block.experts().set_weight_dtype(t);
+        if (const auto* sh = block.shared_experts()) {
+          auto copy = *sh;
+          copy.bank().set_weight_dtype(t);
+          block.set_shared_experts(std::move(copy));
+        }
+      } else if (t != Dtype::f32) {
+        detail::fail("MoELayer: this layer's experts keep f32 weights only (asked for ", dtype_name(t), ")");
+      }
+    }
     Block block;
   };
+
+  template <class X, class = void>
+  struct has_dtype : std::false_type {};
+  template <class X>
+  struct has_dtype<X, std::void_t<decltype(std::declval<X&>().set_weight_dtype(Dtype::f32))>> : std::true_type {};
 
   Concept& get() const {
     if (!impl_) detail::fail("MoELayer: empty layer (default-constructed or moved from)");
