@@ -26,6 +26,8 @@ struct ExpertGroups {
   std::vector<std::int32_t> slots;
   /// [T * k] grouped row of slot t * k + j, or -1 for an empty slot.
   std::vector<std::int32_t> position;
+  /// [E] scratch of dispatch() (kept so that a steady-state dispatch allocates nothing).
+  std::vector<Index> cursor;
 
   Index num_experts() const noexcept {
     return offsets.empty() ? 0 : static_cast<Index>(offsets.size()) - 1;
@@ -65,7 +67,8 @@ inline void dispatch(const RoutingPlan& plan, ExpertGroups& groups) {
   const Index rows = groups.offsets.back();
   groups.tokens.resize(static_cast<std::size_t>(rows));
   groups.slots.resize(static_cast<std::size_t>(rows));
-  std::vector<Index> cursor(groups.offsets.begin(), groups.offsets.end() - 1);  // [E]
+  std::vector<Index>& cursor = groups.cursor;  // [E] next free row of each expert
+  cursor.assign(groups.offsets.begin(), groups.offsets.end() - 1);
   for (Index t = 0; t < T; ++t)
     for (Index j = 0; j < k; ++j) {
       const std::int32_t e = plan.ids(t, j);

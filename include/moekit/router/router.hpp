@@ -210,8 +210,8 @@ class Router {
     plan.weights.resize(T, k);
     plan.dropped.resize(0, 0);
     if (scores_out) scores_out->resize(T, EN);
-    std::vector<float> buf(static_cast<std::size_t>(3 * EN));  // z, scores, sel
-    float* z = buf.data();
+    scratch_.resize(static_cast<std::size_t>(3 * EN));  // z, scores, sel; no reallocation once sized
+    float* z = scratch_.data();
     float* s = z + EN;
     float* sel = s + EN;
     for (Index t = 0; t < T; ++t) {
@@ -293,6 +293,9 @@ class Router {
   Selection selection_;
   kernels::PackedLinear linear_;  // weight_, packed for the kernels
   Steering steering_;
+  // Per-token scratch [3 (E + N)], kept so a steady-state route allocates
+  // nothing. Like a block, a router serves one thread at a time.
+  mutable std::vector<float> scratch_;
   Vector correction_;  // [E] or empty
 };
 

@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: MIT
+// A steady-state forward allocates nothing: once a block has seen a batch
+// size, every buffer is reused. Counted with a replaced global operator new
+// (this test binary only), serial and with the thread pool, for the
+// SwiGLU block, shared experts and a grouped sigmoid router.
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "test_util.hpp"
+
+namespace {
+std::atomic<long> g_allocations{0};
+std::atomic<bool> g_counting{false};
+}  // namespace
+
+// The replacements pair malloc with free; GCC's -Wmismatched-new-delete does
+// not know they replace the global pair.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void* operator new(std::size_t n) {
+  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+using moekit::Matrix;
+
+template <class Block, class Exec>
+long allocations_of_forward(Block& block, const Matrix& x, Exec& exec) {
+  Matrix y(x.rows(), x.cols());
+  block.forward(x, y, exec);  // warm-up: buffers sized here
+  block.forward(x, y, exec);
+  g_allocations = 0;
+  g_counting = true;
+  block.forward(x, y, exec);
+  block.forward(x, y, exec);
+  g_counting = false;
+  return g_allocations.load();
+}
+
+TEST(Allocation, SteadyStateForwardAllocatesNothing) {
+  moekit::SwiGluMoEBlock block = moekit_test::random_block(16, 40, 24, 4, 3);
+  block.set_shared_experts(moekit::SharedExperts<>(moekit::SwiGluExperts(1, moekit_test::random_matrix(30, 40, 1),
+                                                                         moekit_test::random_matrix(30, 40, 2),
+                                                                         moekit_test::random_matrix(40, 30, 3))));
+  const Matrix x = moekit_test::random_matrix(37, 40, 4);
+  moekit::SerialExecutor serial;
+  EXPECT_EQ(allocations_of_forward(block, x, serial), 0);
+  moekit::ThreadPoolExecutor pool(2);
+  EXPECT_EQ(allocations_of_forward(block, x, pool), 0);
+
+  using V3 = moekit::MoEBlock<moekit::Router<moekit::SigmoidScoring, moekit::GroupedTopKSelector>>;
+  V3 v3(moekit::Router<moekit::SigmoidScoring, moekit::GroupedTopKSelector>(
+            moekit_test::random_matrix(16, 40, 5), moekit::RouterOptions().with_top_k(4), moekit::Vector(),
+            moekit::GroupedTopKSelector(4, 2)),
+        moekit::SwiGluExperts(16, moekit_test::random_matrix(16 * 24, 40, 6), moekit_test::random_matrix(16 * 24, 40, 7),
+                              moekit_test::random_matrix(16 * 40, 24, 8)));
+  EXPECT_EQ(allocations_of_forward(v3, x, pool), 0);
+}
+
+}  // namespace
