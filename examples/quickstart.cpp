@@ -22,9 +22,11 @@ int main() {
   };
 
   // Weights in checkpoint layout: router [E, d]; gate and up [E, f, d]; down [E, d, f].
-  moekit::Router<> router(random(E, d, 0.05f), moekit::RouterOptions().with_top_k(k));
-  moekit::SwiGluExperts experts(E, random(E * f, d, 0.05f), random(E * f, d, 0.05f),
-                                random(E * d, f, 0.03f));
+  // (Drawn into named variables: argument evaluation order differs between compilers.)
+  moekit::Matrix router_weight = random(E, d, 0.05f);
+  moekit::Matrix gate = random(E * f, d, 0.05f), up = random(E * f, d, 0.05f), down = random(E * d, f, 0.03f);
+  moekit::Router<> router(router_weight, moekit::RouterOptions().with_top_k(k));
+  moekit::SwiGluExperts experts(E, gate, up, down);
   moekit::SwiGluMoEBlock block(std::move(router), std::move(experts));
 
   const moekit::Matrix x = random(T, d, 1.0f);  // [tokens, hidden]

@@ -193,6 +193,9 @@ TEST(Steering, OrderAndEffectOnThePlan) {
   r.steering().clear();
   EXPECT_FALSE(r.steering().active());
   EXPECT_NE(error_message([&] { r.steering().disable({5}); }).find("steering disable: expected expert ids in [0, 5), got 5"), std::string::npos);
+  r.steering().disable({2});
+  EXPECT_NE(error_message([&] { r.steering().force({3, 2}); }).find("expert 2 cannot be both disabled and forced"), std::string::npos);
+  r.steering().clear();
   EXPECT_NE(error_message([&] { r.steering().set_temperature(0.0f); }).find("temperature"), std::string::npos);
   EXPECT_NE(error_message([&] { r.steering().set_logit_bias(Vector::Zero(4)); }).find("expected size 5, got 4"), std::string::npos);
 }

@@ -196,7 +196,7 @@ class MoEBlock {
     forward_with_plan(x, plan, y, serial);
   }
 
-  /// The plan, logits [T, E] and expert grouping of the latest forward().
+  /// The plan, raw router logits [T, E + N] (before steering) and expert grouping of the latest forward().
   const RoutingPlan& last_plan() const noexcept { return plan_; }
   const Matrix& last_logits() const noexcept { return logits_; }
   const ExpertGroups& last_groups() const noexcept { return groups_; }
@@ -334,7 +334,7 @@ class MoEBlock {
   BlockOptions options_;
   // Workspace, reused across calls.
   RoutingPlan plan_;
-  Matrix logits_;                   // [T, E]
+  Matrix logits_;                   // [T, E + N] raw router logits
   ExpertGroups groups_;
   std::vector<float> grouped_in_;   // [rows, d]
   std::vector<float> grouped_out_;  // [rows, d]

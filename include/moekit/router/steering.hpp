@@ -77,12 +77,14 @@ class Steering {
   /// Experts that are never selected (logit -inf). Replaces the previous set.
   Steering& disable(std::vector<std::int32_t> experts) {
     check_ids("steering disable", experts);
+    check_disjoint(experts, forced_);
     disabled_ = std::move(experts);
     return *this;
   }
   /// Experts that are always selected. Replaces the previous set.
   Steering& force(std::vector<std::int32_t> experts) {
     check_ids("steering force", experts);
+    check_disjoint(disabled_, experts);
     forced_ = std::move(experts);
     return *this;
   }
@@ -164,6 +166,12 @@ class Steering {
   }
 
  private:
+  // An expert both disabled and forced has no meaning: refuse it.
+  static void check_disjoint(const std::vector<std::int32_t>& disabled, const std::vector<std::int32_t>& forced) {
+    for (std::int32_t e : disabled)
+      for (std::int32_t f : forced)
+        detail::require(e != f, "steering: expert ", e, " cannot be both disabled and forced");
+  }
   void check_ids(const char* what, const std::vector<std::int32_t>& ids) const {
     for (std::int32_t e : ids)
       detail::require(e >= 0 && e < E_, what, ": expected expert ids in [0, ", E_, "), got ", e);
