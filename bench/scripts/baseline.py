@@ -4,6 +4,8 @@
   bench/scripts/baseline.py run   [--bench build-bench/bench/bench_block] [--out build-bench/results]
                                   [--path eigen|packed] [--shapes a,b] [--tokens 1,8,64,512] [--threads 1,2]
                                   [--quiet-cores 0.2] [--max-wait 900] [--tries 3] [-- extra args]
+  bench/scripts/baseline.py peer  [--peer /work/shared/peers/torch_moe.py] [--shapes olmoe,mixtral-s]
+                                  [--dtypes fp32,bf16] [--tokens ...] [--threads ...] [--out ...]
   bench/scripts/baseline.py table [--out build-bench/results]   # markdown tables on stdout
 
 The machine is shared, so `run` runs each (shape, T, threads) case as its own process
@@ -17,6 +19,12 @@ JSON goes to <out>/<shape>/T<T>_t<n>.json (cases that have one are skipped unles
 --redo, or --redo-noisy and the kept run was not quiet), every attempt's load record to
 <out>/load.jsonl; `table` reads them. Only the
 standard library is used.
+
+`peer` runs the PyTorch peer (shared/peers/torch_moe.py, with Debian's /usr/bin/python3
+and torch 1.13) the same way, one (dtype, threads, shape, T) per process, with the same
+quiet gate, retries and load record, into <out>/peer/. fp32 runs with
+LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp (OpenBLAS instead of the
+reference BLAS), bf16 without (oneDNN). `table` then adds moekit/PyTorch ratios.
 """
 import argparse
 import json
@@ -148,7 +156,88 @@ def run(a, extra):
                         os.remove(os.path.join(a.out, shape, fn))
 
 
+OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
+
+
+def run_peer_case(a, dtype, n, shape, T, path):
+    env = dict(os.environ, OMP_NUM_THREADS=str(n))
+    env.pop("LD_LIBRARY_PATH", None)
+    if dtype == "fp32":
+        env["LD_LIBRARY_PATH"] = OPENBLAS_DIR
+    cmd = ["/usr/bin/python3", a.peer, "--threads", str(n), "--dtype", dtype, "--shapes", shape,
+           "--Ts", str(T), "--out", path]
+    if os.path.exists(path):
+        os.remove(path)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    samples = []
+    while proc.poll() is None:
+        samples.append(foreign_cores(1, proc.pid))
+    out = proc.stdout.read()
+    fcs = [s[0] for s in samples] or [0.0]
+    cmd_str = " ".join(["OMP_NUM_THREADS=" + str(n)] +
+                       (["LD_LIBRARY_PATH=" + OPENBLAS_DIR] if dtype == "fp32" else []) + cmd)
+    return proc.returncode, out, cmd_str, {
+        "foreign_cores_mean": round(sum(fcs) / len(fcs), 3),
+        "foreign_cores_max": round(max(fcs), 3), "samples": len(fcs)}
+
+
+def peer(a):
+    pdir = os.path.join(a.out, "peer")
+    os.makedirs(pdir, exist_ok=True)
+    log = open(os.path.join(a.out, "load.jsonl"), "a")
+    for shape in a.shapes.split(","):
+        for dtype in a.dtypes.split(","):
+            for n in [int(t) for t in a.threads.split(",")]:
+                for T in [int(t) for t in a.tokens.split(",")]:
+                    label = f"torch/{dtype}/{shape}/T:{T}/threads:{n}"
+                    final = os.path.join(pdir, f"{dtype}_{shape}_T{T}_t{n}.json")
+                    best = None
+                    if os.path.exists(final) and not a.redo:
+                        with open(final) as f:
+                            kept = json.load(f)["load"]
+                        if not a.redo_noisy or is_quiet(a, kept):
+                            continue
+                        best = (None, kept)
+                    for attempt in range(1, a.tries + 1):
+                        before, waited = wait_quiet(a, label)
+                        tmp = final + f".try{attempt}"
+                        rc, out, cmd, load = run_peer_case(a, dtype, n, shape, T, tmp)
+                        rec = {"case": label, "attempt": attempt, "time": time.time(), "rc": rc,
+                               "loadavg": loadavg(), "foreign_cores_before": round(before, 3),
+                               "waited_s": waited, **load, "cmd": cmd}
+                        log.write(json.dumps(rec) + "\n")
+                        log.flush()
+                        print(f"# {json.dumps(rec)}", file=sys.stderr)
+                        if rc != 0:
+                            print(out, file=sys.stderr)
+                            sys.exit(rc)
+                        with open(tmp) as f:
+                            result = json.loads(f.readline())
+                        os.remove(tmp)
+                        if best is None or load["foreign_cores_mean"] < best[1]["foreign_cores_mean"]:
+                            best = ({"result": result, "load": load, "cmd": cmd}, load)
+                        if is_quiet(a, load):
+                            break
+                    if best[0] is not None:
+                        with open(final, "w") as f:
+                            json.dump(best[0], f)
+
+
+def peer_rows(a):
+    """{(dtype, shape, T, threads): record} of the peer runs."""
+    pdir = os.path.join(a.out, "peer")
+    rows = {}
+    if os.path.isdir(pdir):
+        for fn in os.listdir(pdir):
+            m = re.fullmatch(r"(fp32|bf16)_(.+)_T(\d+)_t(\d+)\.json", fn)
+            if m:
+                with open(os.path.join(pdir, fn)) as f:
+                    rows[(m.group(1), m.group(2), int(m.group(3)), int(m.group(4)))] = json.load(f)
+    return rows
+
+
 def table(a):
+    ours = {}
     for shape in SHAPES:
         sdir = os.path.join(a.out, shape)
         if not os.path.isdir(sdir):
@@ -182,6 +271,29 @@ def table(a):
                   f"{'' if cv is None else f'{100 * cv:.1f}%'} | {med['GFLOP/s']:.3g} | "
                   f"{med['GB/s']:.3g} | {med['experts_touched']:.3g} | {speed} | "
                   f"{load['foreign_cores_mean']:.2f} / {load['foreign_cores_max']:.2f} |")
+            ours[(shape, T, n)] = (med["real_time"], load)
+    peers = peer_rows(a)
+    for shape in SHAPES:
+        if not any(k[1] == shape for k in peers):
+            continue
+        print(f"\n### {shape}: moekit (fp32) against PyTorch 1.13 (ms, median; ratio = moekit / PyTorch, "
+              "below 1 = moekit faster)\n")
+        print("| T | threads | moekit | PyTorch fp32 (OpenBLAS) | ratio | PyTorch bf16 (oneDNN) | ratio "
+              "| others' cores mean (moekit / fp32 / bf16) |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for (s_, T, n) in sorted(k for k in ours if k[0] == shape):
+            ms, load = ours[(s_, T, n)]
+            cells, loads = [], [f"{load['foreign_cores_mean']:.2f}"]
+            for dt in ("fp32", "bf16"):
+                p = peers.get((dt, shape, T, n))
+                if p is None:
+                    cells += ["", ""]
+                    loads.append("-")
+                    continue
+                pm = p["result"]["ms_median"]
+                cells += [f"{pm:.3g}", f"{ms / pm:.2f}"]
+                loads.append(f"{p['load']['foreign_cores_mean']:.2f}")
+            print(f"| {T} | {n} | {ms:.3g} | " + " | ".join(cells) + f" | {' / '.join(loads)} |")
 
 
 def main():
@@ -191,7 +303,9 @@ def main():
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["run", "table"])
+    ap.add_argument("mode", choices=["run", "peer", "table"])
+    ap.add_argument("--peer", default="/work/shared/peers/torch_moe.py")
+    ap.add_argument("--dtypes", default="fp32,bf16")
     ap.add_argument("--bench", default="build-bench/bench/bench_block")
     ap.add_argument("--out", default="build-bench/results")
     ap.add_argument("--shapes", default=",".join(SHAPES))
@@ -206,7 +320,12 @@ def main():
     ap.add_argument("--redo-noisy", action="store_true",
                     help="measure again the cases whose kept run was not quiet; keep the quieter")
     a = ap.parse_args(argv)
-    run(a, extra) if a.mode == "run" else table(a)
+    if a.mode == "run":
+        run(a, extra)
+    elif a.mode == "peer":
+        peer(a)
+    else:
+        table(a)
 
 
 if __name__ == "__main__":
