@@ -33,6 +33,7 @@
 #include "../kernels/dispatch.hpp"
 #include "../kernels/packing.hpp"
 #include "activation.hpp"
+#include "epilogue.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
 
@@ -300,13 +301,7 @@ class GatedExperts {
       Eigen::Map<Matrix, 0, Eigen::OuterStride<>> Y(out + c0, n, c1 - c0, Eigen::OuterStride<>(d_));
       Y.noalias() = H * down_.middleRows(e * d_ + c0, c1 - c0).transpose();
     }
-    if (down_bias_.size() || output_scale_ != 1.0f)
-      for (Index r = 0; r < n; ++r)
-        for (Index c = c0; c < c1; ++c) {
-          float v = out[r * d_ + c];
-          if (down_bias_.size()) v += down_bias_(e, c);
-          out[r * d_ + c] = v * output_scale_;
-        }
+    detail::apply_output_epilogue(out, n, d_, c0, c1, down_bias_, e, output_scale_);
   }
 
   /// Runs expert e on n rows: x [n, d] -> out [n, d]; scratch [n, 2f].

@@ -19,9 +19,13 @@
 //             (‖e_i(g·x) − e_i^b(g·x)‖² for WeightPlacement::input), which is how
 //             it is computed: one expert at a time on its own tokens.
 //   Then, exactly (dynamic programming over experts and bit sums),
-//     minimise   Σ_i φ_i^α · w_i^β · ε_{i,b_i}^α
+//     minimise   Σ_i φ_i^a · w_i^b · ε_{i,b_i}^c
 //     subject to Σ_i b_i ≤ floor(average_bits · E),  b_i ∈ allowed_bits,
-//   ties going to the smaller bit sum. The experts of a bank all have the same
+//   ties going to the smaller bit sum. MC-MoE: a = c = α = 1, b = β = 1.5
+//   (the defaults). Since ε already sums over the expert's own tokens and
+//   weights, φ and w count usage a second time; a = b = 0, c = 2 instead
+//   minimises Σ_i ε_i², the squared output error when the experts' errors
+//   add up independently (with_exponents(0, 0, 2)). The experts of a bank all have the same
 //   size, so the bit sum is the memory budget (MC-MoE's Σ b ≤ B_total);
 //   bytes and budget_used report the true storage, scales included.
 // MC-MoE's extra constraint (at least one expert at each of two widths) is
@@ -50,13 +54,18 @@ struct MixedPrecisionOptions {
   double average_bits = 3.0;
   /// Quantisation group size along the input dimension.
   Index group_size = 128;
-  /// Exponents of the objective φ^α · w^β · ε^α (MC-MoE's defaults).
-  double alpha = 1.0, beta = 1.5;
+  /// Exponents of the objective φ^a · w^b · ε^c (MC-MoE's defaults a = c = α = 1, b = β = 1.5).
+  double frequency_exponent = 1.0, weight_exponent = 1.5, error_exponent = 1.0;
 
   MixedPrecisionOptions& with_allowed_bits(std::vector<int> b) { allowed_bits = std::move(b); return *this; }
   MixedPrecisionOptions& with_average_bits(double b) { average_bits = b; return *this; }
   MixedPrecisionOptions& with_group_size(Index g) { group_size = g; return *this; }
-  MixedPrecisionOptions& with_exponents(double a, double b) { alpha = a; beta = b; return *this; }
+  MixedPrecisionOptions& with_exponents(double frequency, double weight, double error) {
+    frequency_exponent = frequency;
+    weight_exponent = weight;
+    error_exponent = error;
+    return *this;
+  }
 };
 
 /// Calibration statistics of every expert (see the NOTE).
@@ -191,7 +200,7 @@ struct MixedPrecisionResult {
   std::int64_t bit_budget = 0;   ///< floor(average_bits option · E)
   std::int64_t bytes = 0;        ///< routed experts' true compressed size (codes + f16 scales + f32 biases)
   std::int64_t fp32_bytes = 0;   ///< their f32 size
-  double objective = 0.0;        ///< Σ φ^α w^β ε^α at the chosen widths
+  double objective = 0.0;        ///< Σ φ^a w^b ε^c at the chosen widths
   double output_error = 0.0;     ///< ‖Y_q − Y‖_F / ‖Y‖_F on the calibration tokens
   double output_max_abs = 0.0;   ///< max |Y_q − Y|
   ExpertQuantStats stats;        ///< the calibration statistics used
@@ -208,13 +217,16 @@ MixedPrecisionResult<MoEBlock<R, X, C, S>> compress_mixed_precision(
   detail::require(std::isfinite(options.average_bits) && options.average_bits > 0.0,
                   "mixed precision average_bits: expected a finite value > 0, got ", options.average_bits);
   detail::require(calib.rows() >= 1, "calibration x: expected at least 1 token, got 0");
+  for (const double x : {options.frequency_exponent, options.weight_exponent, options.error_exponent})
+    detail::require(std::isfinite(x) && x >= 0.0, "mixed precision exponents: expected finite values >= 0, got ", x);
   const Index E = block.num_experts();
   const ExpertQuantStats st = expert_quantization_stats(block, calib, options.allowed_bits, options.group_size);
   std::vector<std::vector<double>> cost(static_cast<std::size_t>(E));
   for (std::size_t i = 0; i < cost.size(); ++i)
     for (std::size_t b = 0; b < options.allowed_bits.size(); ++b)
-      cost[i].push_back(std::pow(st.frequency[i], options.alpha) * std::pow(st.weight[i], options.beta) *
-                        std::pow(st.error[i][b], options.alpha));
+      cost[i].push_back(std::pow(st.frequency[i], options.frequency_exponent) *
+                        std::pow(st.weight[i], options.weight_exponent) *
+                        std::pow(st.error[i][b], options.error_exponent));
   const auto budget = static_cast<std::int64_t>(std::floor(options.average_bits * static_cast<double>(E) + 1e-9));
   const BitAllocation alloc = allocate_bits(cost, options.allowed_bits, budget);
 

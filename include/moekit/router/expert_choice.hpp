@@ -22,7 +22,7 @@
 
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
-#include "../kernels/packed_linear.hpp"
+#include "linear_gate.hpp"
 #include "routing_plan.hpp"
 #include "scoring.hpp"
 #include "topk.hpp"
@@ -40,21 +40,18 @@ class ExpertChoiceRouter {
   ExpertChoiceRouter() = default;
   /// weight [E, d]; capacity = 0 derives C from capacity_factor and the batch.
   ExpertChoiceRouter(Matrix weight, float capacity_factor, Index capacity = 0)
-      : weight_(std::move(weight)), capacity_factor_(capacity_factor), capacity_(capacity) {
-    detail::require(weight_.rows() >= 1 && weight_.cols() >= 1,
-                    "expert-choice router weight: expected shape [E >= 1, d >= 1], got ",
-                    detail::shape_string(weight_.rows(), weight_.cols()));
+      : gate_(std::move(weight), "expert-choice router weight"),
+        capacity_factor_(capacity_factor),
+        capacity_(capacity) {
     detail::require(std::isfinite(capacity_factor) && capacity_factor > 0.0f,
                     "expert-choice capacity_factor: expected a finite value > 0, got ", capacity_factor);
     detail::require(capacity >= 0, "expert-choice capacity: expected >= 0, got ", capacity);
-    detail::require_finite("expert-choice router weight", weight_);
-    linear_ = kernels::PackedLinear(weight_);
   }
 
-  Index num_experts() const noexcept { return weight_.rows(); }
-  Index hidden_size() const noexcept { return weight_.cols(); }
+  Index num_experts() const noexcept { return gate_.num_experts(); }
+  Index hidden_size() const noexcept { return gate_.hidden_size(); }
   float capacity_factor() const noexcept { return capacity_factor_; }
-  const Matrix& weight() const noexcept { return weight_; }
+  const Matrix& weight() const noexcept { return gate_.weight(); }
 
   /// Tokens per expert for a batch of T tokens.
   Index capacity_for(Index T) const noexcept {
@@ -65,10 +62,7 @@ class ExpertChoiceRouter {
     return std::min(T, std::max<Index>(1, c));
   }
 
-  void logits(const MatrixRef& x, Matrix& out) const {
-    detail::require_size("router input columns (hidden size)", x.cols(), hidden_size());
-    linear_.apply(x, out);
-  }
+  void logits(const MatrixRef& x, Matrix& out) const { gate_.logits(x, out); }
 
   RoutingPlan route(const MatrixRef& x) const {
     RoutingPlan plan;
@@ -79,7 +73,6 @@ class ExpertChoiceRouter {
 
   void route(const MatrixRef& x, RoutingPlan& plan, Matrix& logits_out) const {
     logits(x, logits_out);
-    detail::require_finite("router logits", logits_out);
     const Index T = x.rows(), E = num_experts(), C = capacity_for(T);
     Matrix S(T, E);
     for (Index t = 0; t < T; ++t) SoftmaxScoring::apply(logits_out.row(t).data(), S.row(t).data(), E);
@@ -121,8 +114,7 @@ class ExpertChoiceRouter {
   const Selection& selection() const noexcept { return selection_; }
 
  private:
-  Matrix weight_;  // [E, d]
-  kernels::PackedLinear linear_;
+  LinearGate gate_;  // [E, d]
   float capacity_factor_ = 2.0f;
   Index capacity_ = 0;
   mutable Selection selection_;

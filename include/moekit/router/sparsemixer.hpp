@@ -18,7 +18,7 @@
 
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
-#include "../kernels/packed_linear.hpp"
+#include "linear_gate.hpp"
 #include "routing_plan.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
@@ -27,28 +27,20 @@ class SparseMixerRouter {
  public:
   SparseMixerRouter() = default;
   SparseMixerRouter(Matrix weight, Index top_k = 2, float epsilon = 0.01f)
-      : weight_(std::move(weight)), k_(top_k), eps_(epsilon) {
-    detail::require(weight_.rows() >= 1 && weight_.cols() >= 1,
-                    "sparsemixer router weight: expected shape [E >= 1, d >= 1], got ",
-                    detail::shape_string(weight_.rows(), weight_.cols()));
-    detail::require(top_k >= 1 && top_k <= weight_.rows(), "sparsemixer top_k: expected 1 <= k <= ",
-                    weight_.rows(), ", got ", top_k);
+      : gate_(std::move(weight), "sparsemixer router weight"), k_(top_k), eps_(epsilon) {
+    detail::require(top_k >= 1 && top_k <= gate_.num_experts(), "sparsemixer top_k: expected 1 <= k <= ",
+                    gate_.num_experts(), ", got ", top_k);
     detail::require(std::isfinite(epsilon) && epsilon >= 0.0f,
                     "sparsemixer epsilon: expected a finite value >= 0, got ", epsilon);
-    detail::require_finite("sparsemixer router weight", weight_);
-    linear_ = kernels::PackedLinear(weight_);
   }
 
-  Index num_experts() const noexcept { return weight_.rows(); }
-  Index hidden_size() const noexcept { return weight_.cols(); }
+  Index num_experts() const noexcept { return gate_.num_experts(); }
+  Index hidden_size() const noexcept { return gate_.hidden_size(); }
   Index top_k() const noexcept { return k_; }
   float epsilon() const noexcept { return eps_; }
-  const Matrix& weight() const noexcept { return weight_; }
+  const Matrix& weight() const noexcept { return gate_.weight(); }
 
-  void logits(const MatrixRef& x, Matrix& out) const {
-    detail::require_size("router input columns (hidden size)", x.cols(), hidden_size());
-    linear_.apply(x, out);
-  }
+  void logits(const MatrixRef& x, Matrix& out) const { gate_.logits(x, out); }
 
   RoutingPlan route(const MatrixRef& x) const {
     RoutingPlan plan;
@@ -59,7 +51,6 @@ class SparseMixerRouter {
 
   void route(const MatrixRef& x, RoutingPlan& plan, Matrix& logits_out) const {
     logits(x, logits_out);
-    detail::require_finite("router logits", logits_out);
     const Index T = x.rows(), E = num_experts();
     plan = RoutingPlan(T, k_, E);
     const float ninf = -std::numeric_limits<float>::infinity();
@@ -88,8 +79,7 @@ class SparseMixerRouter {
   }
 
  private:
-  Matrix weight_;  // [E, d]
-  kernels::PackedLinear linear_;
+  LinearGate gate_;  // [E, d]
   Index k_ = 2;
   float eps_ = 0.01f;
 };
