@@ -4,6 +4,7 @@
 // forwards, and the end-to-end mixed-precision compression.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -184,6 +185,20 @@ TEST(MixedPrecision, CompressesUnderTheBudget) {
   for (std::size_t i = 0; i < 8; ++i)
     uniform += r.stats.frequency[i] * std::pow(r.stats.weight[i], 1.5) * r.stats.error[i][1];
   EXPECT_LE(r.objective, uniform + 1e-15);
+  // Exponents (0, 0, 2): the objective is Σ ε², no worse than uniform 3 bits either.
+  const auto l2 = moekit::compress_mixed_precision(block, calib, moekit::MixedPrecisionOptions(opt).with_exponents(0, 0, 2));
+  double uniform_l2 = 0, chosen_l2 = 0;
+  for (std::size_t i = 0; i < 8; ++i) {
+    uniform_l2 += l2.stats.error[i][1] * l2.stats.error[i][1];
+    const auto j = static_cast<std::size_t>(std::find(l2.stats.bits.begin(), l2.stats.bits.end(), l2.bits[i]) - l2.stats.bits.begin());
+    chosen_l2 += l2.stats.error[i][j] * l2.stats.error[i][j];
+  }
+  EXPECT_NEAR(l2.objective, chosen_l2, 1e-9 * chosen_l2);
+  EXPECT_LE(l2.objective, uniform_l2);
+  EXPECT_EQ(error_message([&] { moekit::compress_mixed_precision(block, calib, moekit::MixedPrecisionOptions().with_exponents(1, -1, 1)); }),
+            "moekit: mixed precision exponents: expected finite values >= 0, got -1");
+  EXPECT_EQ(error_message([&] { moekit::compress_mixed_precision(block, calib, moekit::MixedPrecisionOptions().with_average_bits(1)); }),
+            "moekit: bit budget: expected at least 16 bits (8 experts at 2 bits), got 8");
   // All 8 bits: nearly lossless.
   const auto r8 = moekit::compress_mixed_precision(
       block, calib, moekit::MixedPrecisionOptions().with_allowed_bits({8}).with_average_bits(8).with_group_size(32));
