@@ -2,7 +2,7 @@
 // `moekit bench`: time one MoE block forward on random weights.
 //
 //   moekit bench [--shape NAME | --hidden D --ffn F --experts E --top-k K [--shared-experts S]]
-//                --tokens T [--dtype f32|bf16|f16] [--threads N] [--isa NAME] [--json]
+//                --tokens T [--dtype f32|bf16|f16|int8|int4] [--threads N] [--isa NAME] [--json]
 //
 // Random weights (scale 0.02, fixed seed), four random inputs cycled, two
 // warm-up runs, then repetitions until one second (at least 5, at most 200);
@@ -66,9 +66,7 @@ inline int bench_command(int argc, char** argv) {
   moekit::detail::require(threads >= 1, "--threads: expected >= 1, got ", threads);
   const std::string dtype = a.get("dtype", "f32");
   const moekit::Dtype wt = moekit::parse_dtype(dtype);
-  if (wt != moekit::Dtype::f32 && wt != moekit::Dtype::bf16 && wt != moekit::Dtype::f16)
-    moekit::detail::fail("--dtype ", dtype, ": expert weights can be f32, bf16 or f16 so far (int8 and int4 are planned)");
-  const double wbytes = wt == moekit::Dtype::f32 ? 4.0 : 2.0;
+  moekit::detail::require(wt != moekit::Dtype::i32, "--dtype: expected f32, bf16, f16, int8 or int4, got ", dtype);
   if (a.has("isa")) moekit::set_max_isa(moekit::parse_isa(a.get("isa")));
   const Index d = shape.d, f = shape.f, E = shape.E, k = shape.k, S = shape.shared;
 
@@ -114,7 +112,9 @@ inline int bench_command(int argc, char** argv) {
   distinct /= static_cast<double>(inputs.size());
   const double flops = 2.0 * static_cast<double>(T) *
                        (static_cast<double>(E * d) + 3.0 * static_cast<double>(k * d * f) + 3.0 * static_cast<double>(d * f * S));
-  const double bytes = wbytes * (distinct * 3.0 * static_cast<double>(d * f) + 3.0 * static_cast<double>(d * f * S)) +
+  // Packed bytes of the experts (scales included), the shared experts and the router.
+  const double shared_bytes = block.shared_experts() ? static_cast<double>(block.shared_experts()->bank().bytes_of_expert(0)) : 0.0;
+  const double bytes = distinct * static_cast<double>(block.experts().bytes_of_expert(0)) + shared_bytes +
                        4.0 * static_cast<double>(E * d);
   const double gflops = flops / median / 1e6, gbps = bytes / median / 1e6;
   if (a.flag("json")) {

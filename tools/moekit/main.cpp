@@ -29,7 +29,7 @@ int usage(std::FILE* out) {
                "  run       --checkpoint DIR --layer N --input IN.safetensors --output OUT.safetensors\n"
                "            [--dtype f32|bf16|f16] [--threads N] [--family NAME]\n"
                "  bench     [--shape NAME | --hidden D --ffn F --experts E --top-k K [--shared-experts S]]\n"
-               "            --tokens T [--dtype f32|bf16|f16] [--threads N] [--isa NAME] [--json]\n"
+               "            --tokens T [--dtype f32|bf16|f16|int8|int4] [--threads N] [--isa NAME] [--json]\n"
                "  roofline  --threads N [--json]\n"
                "  version\n");
   return out == stdout ? 0 : 2;

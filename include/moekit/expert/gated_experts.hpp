@@ -32,6 +32,7 @@
 #include "../core/tensor.hpp"
 #include "../kernels/dispatch.hpp"
 #include "../kernels/packing.hpp"
+#include "../kernels/quantized.hpp"
 #include "activation.hpp"
 #include "epilogue.hpp"
 
@@ -211,8 +212,7 @@ class GatedExperts {
   GatedExperts& use_packed_kernels(bool on) {
     use_packed_ = on;
     if (!on) {
-      packed_gu_ = AlignedBuffer<unsigned char>();
-      packed_down_ = AlignedBuffer<unsigned char>();
+      packed_data_ = AlignedBuffer<unsigned char>();
       packed_ = false;
     } else if (!packed_) {
       pack();
@@ -221,32 +221,34 @@ class GatedExperts {
   }
   bool uses_packed_kernels() const noexcept { return use_packed_; }
 
-  /// Storage type of the packed weights the kernels read: Dtype::f32 (default),
-  /// bf16 or f16 (half the bytes: decode streams half as much). The master
-  /// weights are rounded to that type (round to nearest even), so gate(e),
-  /// up(e), down(e) and the reference see exactly the values the kernels use.
-  /// int8 / int4 are not supported yet and throw.
+  /// Storage type of the packed weights the kernels read, for every expert:
+  /// Dtype::f32 (default), bf16 or f16 (half the bytes), i8 or i4 (symmetric,
+  /// one f32 scale per 32 input features and output feature: about a quarter
+  /// / an eighth of the bytes). The master weights are replaced by the values
+  /// the kernels use (rounded, or dequantised), so gate(e), up(e), down(e) and
+  /// the reference compute with exactly the same weights.
   GatedExperts& set_weight_dtype(Dtype t) {
-    detail::require(t == Dtype::f32 || t == Dtype::bf16 || t == Dtype::f16,
-                    "expert weight dtype: expected f32, bf16 or f16, got ", dtype_name(t),
-                    " (int8 / int4 experts are not implemented yet)");
-    if (t != Dtype::f32)
-      for (Matrix* m : {&gate_, &up_, &down_})
-        for (Index i = 0; i < m->size(); ++i) {
-          float& v = m->data()[i];
-          v = t == Dtype::bf16 ? static_cast<float>(bf16(v)) : static_cast<float>(f16(v));
-          detail::require(std::isfinite(v), "expert weights: value overflows ", dtype_name(t));
-        }
-    dtype_ = t;
+    for (Index e = 0; e < E_; ++e) set_type(e, t);
     packed_ = false;
     pack();
     return *this;
   }
-  Dtype weight_dtype() const noexcept { return dtype_; }
-  /// Bytes of one expert's packed weights (what a forward streams per expert).
-  Index bytes_per_expert() const noexcept {
-    return (gu_stride_ + down_stride_) * (dtype_ == Dtype::f32 ? 4 : 2);
+  /// The same for one expert: mixed precision within a bank (MC-MoE style).
+  GatedExperts& set_expert_dtype(Index e, Dtype t) {
+    set_type(checked(e), t);
+    packed_ = false;
+    pack();
+    return *this;
   }
+  /// Storage type of expert e (of every expert if they agree: weight_dtype()).
+  Dtype expert_dtype(Index e) const { return types_.empty() ? Dtype::f32 : types_[static_cast<std::size_t>(checked(e))]; }
+  Dtype weight_dtype() const noexcept { return types_.empty() ? Dtype::f32 : types_[0]; }
+  /// Bytes of expert e's packed weights, scales included (what a forward streams for it).
+  Index bytes_of_expert(Index e) const {
+    const auto t = expert_dtype(e);
+    return type_bytes(t, kernels::panels(f_), d_, 32) + type_bytes(t, kernels::panels(d_), f_, 16);
+  }
+  Index bytes_per_expert() const { return E_ ? bytes_of_expert(0) : 0; }
 
   /// Phase 1 of expert e on n rows x [n, d]: hidden columns [c0, c1) of
   /// H = gate_fn(x·W_gateᵀ + b, x·W_upᵀ + b) into scratch [n, 2f] (H in the
@@ -257,11 +259,24 @@ class GatedExperts {
     float* U = scratch + n * f_;  // [n, f]
     if (packed_) {
       const kernels::KernelTable& k = kernels::active();
-      with_packed_type([&](auto* tag) {
-        using T = std::remove_pointer_t<decltype(tag)>;
-        const T* p = reinterpret_cast<const T*>(packed_gu_.data()) + e * gu_stride_;
-        k.gate_up(p)(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
-      });
+      const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
+      if (is_quantized(pe.type)) {
+        const int bits = pe.type == Dtype::i8 ? 8 : 4;
+        float* buf = panel_buffer(d_ * 2 * kernels::kPanel);
+        for (Index p = c0 / kernels::kPanel; p * kernels::kPanel < c1; ++p) {
+          kernels::dequant_panel(k.isa, packed_data_.data() + pe.gu + p * kernels::quant_panel_code_bytes(d_, 32, bits),
+                                 reinterpret_cast<const float*>(packed_data_.data() + pe.gu_scales) + p * kernels::quant_panel_scales(d_, 32),
+                                 d_, 32, bits, buf);
+          const Index ncols = std::min(kernels::kPanel, c1 - p * kernels::kPanel);
+          k.gate_up_f32(x, d_, n, d_, buf, kernels::kPanel, 0, ncols, H + p * kernels::kPanel, U + p * kernels::kPanel, f_);
+        }
+      } else {
+        with_packed_type(pe.type, [&](auto* tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          const T* p = reinterpret_cast<const T*>(packed_data_.data() + pe.gu);
+          k.gate_up(p)(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
+        });
+      }
       if (gate_bias_.size() || up_bias_.size())
         for (Index r = 0; r < n; ++r)
           for (Index c = c0; c < c1; ++c) {
@@ -291,11 +306,24 @@ class GatedExperts {
     if (n == 0 || c0 >= c1) return;
     if (packed_) {
       const kernels::KernelTable& k = kernels::active();
-      with_packed_type([&](auto* tag) {
-        using T = std::remove_pointer_t<decltype(tag)>;
-        const T* p = reinterpret_cast<const T*>(packed_down_.data()) + e * down_stride_;
-        k.matmul(p)(scratch, f_, n, f_, p, d_, c0, c1, out, d_);
-      });
+      const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
+      if (is_quantized(pe.type)) {
+        const int bits = pe.type == Dtype::i8 ? 8 : 4;
+        float* buf = panel_buffer(f_ * kernels::kPanel);
+        for (Index p = c0 / kernels::kPanel; p * kernels::kPanel < c1; ++p) {
+          kernels::dequant_panel(k.isa, packed_data_.data() + pe.down + p * kernels::quant_panel_code_bytes(f_, 16, bits),
+                                 reinterpret_cast<const float*>(packed_data_.data() + pe.down_scales) + p * kernels::quant_panel_scales(f_, 16),
+                                 f_, 16, bits, buf);
+          const Index ncols = std::min(kernels::kPanel, c1 - p * kernels::kPanel);
+          k.matmul_f32(scratch, f_, n, f_, buf, kernels::kPanel, 0, ncols, out + p * kernels::kPanel, d_);
+        }
+      } else {
+        with_packed_type(pe.type, [&](auto* tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          const T* p = reinterpret_cast<const T*>(packed_data_.data() + pe.down);
+          k.matmul(p)(scratch, f_, n, f_, p, d_, c0, c1, out, d_);
+        });
+      }
     } else {
       ConstMatrixMap H(scratch, n, f_);
       Eigen::Map<Matrix, 0, Eigen::OuterStride<>> Y(out + c0, n, c1 - c0, Eigen::OuterStride<>(d_));
@@ -328,38 +356,112 @@ class GatedExperts {
     return e;
   }
 
-  // Calls fn with a null pointer of the packed element type.
+  struct PackedExpert {
+    Dtype type = Dtype::f32;
+    std::size_t gu = 0, gu_scales = 0, down = 0, down_scales = 0;  // byte offsets into packed_data_
+  };
+
+  static bool is_quantized(Dtype t) noexcept { return t == Dtype::i8 || t == Dtype::i4; }
+
+  // Bytes of a packed weight of `panels` panels, K rows of W values each (scales included).
+  static Index type_bytes(Dtype t, Index panels, Index K, Index W) noexcept {
+    if (t == Dtype::i8 || t == Dtype::i4)
+      return panels * (kernels::quant_panel_code_bytes(K, W, t == Dtype::i8 ? 8 : 4) + 4 * kernels::quant_panel_scales(K, W));
+    return panels * K * W * (t == Dtype::f32 ? 4 : 2);
+  }
+
+  void set_type(Index e, Dtype t) {
+    detail::require(t == Dtype::f32 || t == Dtype::bf16 || t == Dtype::f16 || t == Dtype::i8 || t == Dtype::i4,
+                    "expert weight dtype: expected f32, bf16, f16, i8 or i4, got ", dtype_name(t));
+    if (types_.size() != static_cast<std::size_t>(E_)) types_.assign(static_cast<std::size_t>(E_), Dtype::f32);
+    if (t == Dtype::bf16 || t == Dtype::f16)  // round the masters to the stored values
+      for (Matrix* m : {&gate_, &up_})
+        for (Index i = e * f_ * d_; i < (e + 1) * f_ * d_; ++i) round_to(m->data()[i], t);
+    if (t == Dtype::bf16 || t == Dtype::f16)
+      for (Index i = e * d_ * f_; i < (e + 1) * d_ * f_; ++i) round_to(down_.data()[i], t);
+    types_[static_cast<std::size_t>(e)] = t;
+  }
+  static void round_to(float& v, Dtype t) {
+    v = t == Dtype::bf16 ? static_cast<float>(bf16(v)) : static_cast<float>(f16(v));
+    detail::require(std::isfinite(v), "expert weights: a value overflows ", dtype_name(t));
+  }
+
+  // A per-thread f32 buffer for one dequantised panel (grows, never shrinks).
+  static float* panel_buffer(Index floats) {
+    thread_local AlignedBuffer<float> buf;
+    if (buf.size() < static_cast<std::size_t>(floats)) buf.resize(static_cast<std::size_t>(floats));
+    return buf.data();
+  }
+
+  // Calls fn with a null pointer of the packed element type of a float type.
   template <class F>
-  void with_packed_type(F&& fn) const {
-    if (dtype_ == Dtype::bf16) fn(static_cast<bf16*>(nullptr));
-    else if (dtype_ == Dtype::f16) fn(static_cast<f16*>(nullptr));
+  static void with_packed_type(Dtype t, F&& fn) {
+    if (t == Dtype::bf16) fn(static_cast<bf16*>(nullptr));
+    else if (t == Dtype::f16) fn(static_cast<f16*>(nullptr));
     else fn(static_cast<float*>(nullptr));
   }
 
   void pack() {
     if (!use_packed_) return;
-    gu_stride_ = kernels::packed_gate_up_size(f_, d_);
-    down_stride_ = kernels::packed_size(d_, f_);
-    with_packed_type([&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      packed_gu_.resize(static_cast<std::size_t>(E_ * gu_stride_) * sizeof(T));
-      packed_down_.resize(static_cast<std::size_t>(E_ * down_stride_) * sizeof(T));
-      T* gu = reinterpret_cast<T*>(packed_gu_.data());
-      T* dn = reinterpret_cast<T*>(packed_down_.data());
-      for (Index e = 0; e < E_; ++e) {
-        kernels::pack_gate_up(gate_.data() + e * f_ * d_, up_.data() + e * f_ * d_, f_, d_, gu + e * gu_stride_);
-        kernels::pack_panels(down_.data() + e * d_ * f_, d_, f_, dn + e * down_stride_);
+    if (types_.size() != static_cast<std::size_t>(E_)) types_.assign(static_cast<std::size_t>(E_), Dtype::f32);
+    const Index pf = kernels::panels(f_), pd = kernels::panels(d_);
+    const auto align = [](std::size_t n) { return (n + 63) / 64 * 64; };
+    layout_.assign(static_cast<std::size_t>(E_), PackedExpert());
+    std::size_t total = 0;
+    for (Index e = 0; e < E_; ++e) {
+      PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
+      pe.type = types_[static_cast<std::size_t>(e)];
+      if (is_quantized(pe.type)) {
+        const int bits = pe.type == Dtype::i8 ? 8 : 4;
+        pe.gu = total;
+        total = align(total + static_cast<std::size_t>(pf * kernels::quant_panel_code_bytes(d_, 32, bits)));
+        pe.gu_scales = total;
+        total = align(total + static_cast<std::size_t>(pf * kernels::quant_panel_scales(d_, 32)) * 4);
+        pe.down = total;
+        total = align(total + static_cast<std::size_t>(pd * kernels::quant_panel_code_bytes(f_, 16, bits)));
+        pe.down_scales = total;
+        total = align(total + static_cast<std::size_t>(pd * kernels::quant_panel_scales(f_, 16)) * 4);
+      } else {
+        pe.gu = total;
+        total = align(total + static_cast<std::size_t>(type_bytes(pe.type, pf, d_, 32)));
+        pe.down = total;
+        total = align(total + static_cast<std::size_t>(type_bytes(pe.type, pd, f_, 16)));
       }
-    });
+    }
+    packed_data_.resize(total);
+    for (Index e = 0; e < E_; ++e) {
+      const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
+      float* g = gate_.data() + e * f_ * d_;
+      float* u = up_.data() + e * f_ * d_;
+      float* dn = down_.data() + e * d_ * f_;
+      if (is_quantized(pe.type)) {
+        const int bits = pe.type == Dtype::i8 ? 8 : 4;
+        float* gu_src[2] = {g, u};
+        for (Index p = 0; p < pf; ++p)
+          kernels::quantize_panel(gu_src, 2, f_, d_, p, bits,
+                                  packed_data_.data() + pe.gu + p * kernels::quant_panel_code_bytes(d_, 32, bits),
+                                  reinterpret_cast<float*>(packed_data_.data() + pe.gu_scales) + p * kernels::quant_panel_scales(d_, 32));
+        float* dn_src[1] = {dn};
+        for (Index p = 0; p < pd; ++p)
+          kernels::quantize_panel(dn_src, 1, d_, f_, p, bits,
+                                  packed_data_.data() + pe.down + p * kernels::quant_panel_code_bytes(f_, 16, bits),
+                                  reinterpret_cast<float*>(packed_data_.data() + pe.down_scales) + p * kernels::quant_panel_scales(f_, 16));
+      } else {
+        with_packed_type(pe.type, [&](auto* tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          kernels::pack_gate_up(g, u, f_, d_, reinterpret_cast<T*>(packed_data_.data() + pe.gu));
+          kernels::pack_panels(dn, d_, f_, reinterpret_cast<T*>(packed_data_.data() + pe.down));
+        });
+      }
+    }
     packed_ = true;
   }
 
   Index E_ = 0, d_ = 0, f_ = 0;
   Gate gate_fn_;
-  Dtype dtype_ = Dtype::f32;                // element type of the packed copy
-  AlignedBuffer<unsigned char> packed_gu_;    // [E][panels(f)][d][32] elements of dtype_
-  AlignedBuffer<unsigned char> packed_down_;  // [E][panels(d)][f][16] elements of dtype_
-  Index gu_stride_ = 0, down_stride_ = 0;
+  std::vector<Dtype> types_;          // [E] storage type of each expert's packed weights
+  std::vector<PackedExpert> layout_;  // [E] where each expert's packed weights are
+  AlignedBuffer<unsigned char> packed_data_;  // every expert's packed weights (and scales)
   bool packed_ = false;
   bool use_packed_ = true;
   Matrix gate_;       // [E·f, d]
