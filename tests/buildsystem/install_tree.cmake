@@ -1,10 +1,11 @@
 # cmake -P install_tree.cmake -DBUILD_DIR=<moekit build> -DPREFIX=<dir> [-DCONFIG=<cfg>]
 #   -DSOURCE_DIR=<moekit source> -DINCLUDEDIR=include -DCMAKEDIR=share/cmake/moekit
-#   -DPKGCONFIGDIR=share/pkgconfig
+#   -DPKGCONFIGDIR=share/pkgconfig -DBINDIR=bin
 #
 # Installs the moekit build tree into a fresh PREFIX, then checks that the
-# install holds exactly the public headers and the package files.
-foreach(var BUILD_DIR PREFIX SOURCE_DIR INCLUDEDIR CMAKEDIR PKGCONFIGDIR)
+# install holds exactly the public headers and the package files (plus, under
+# BINDIR, whatever programs the build installs, e.g. the moekit tool).
+foreach(var BUILD_DIR PREFIX SOURCE_DIR INCLUDEDIR CMAKEDIR PKGCONFIGDIR BINDIR)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "install_tree.cmake: ${var} is not set")
   endif()
@@ -41,12 +42,13 @@ set(unexpected ${installed})
 list(REMOVE_ITEM unexpected ${expected})
 # export() may add per-configuration files: moekitTargets-<config>.cmake.
 list(FILTER unexpected EXCLUDE REGEX "^${CMAKEDIR}/moekitTargets-[A-Za-z]*\\.cmake$")
+list(FILTER unexpected EXCLUDE REGEX "^${BINDIR}/")
 if(missing OR unexpected)
   string(REPLACE ";" "\n  " missing "${missing}")
   string(REPLACE ";" "\n  " unexpected "${unexpected}")
   message(FATAL_ERROR "install tree under ${PREFIX} is wrong.\n"
-                      "Missing:\n  ${missing}\nNot expected (only include/moekit and package files "
-                      "belong in an install):\n  ${unexpected}")
+                      "Missing:\n  ${missing}\nNot expected (only include/moekit, the package files and "
+                      "programs in ${BINDIR} belong in an install):\n  ${unexpected}")
 endif()
 list(LENGTH source_headers n)
 message(STATUS "installed ${n} headers and the package files into ${PREFIX}")
