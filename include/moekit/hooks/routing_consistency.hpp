@@ -104,11 +104,11 @@ inline SrpCounts srp_counts(const RoutingTrace& trace, Index m, Index layer) {
     if (v > 0) ++live[static_cast<std::size_t>(v)];
   };
   for (Index t = 0; t < T; ++t) {
-    for (Index j = 0; j < k; ++j)
-      if (trace(t, layer, j) >= 0) change(trace(t, layer, j), +1);
-    if (t >= m)
+    if (t >= m)  // the token leaving the window first, so no count exceeds m
       for (Index j = 0; j < k; ++j)
         if (trace(t - m, layer, j) >= 0) change(trace(t - m, layer, j), -1);
+    for (Index j = 0; j < k; ++j)
+      if (trace(t, layer, j) >= 0) change(trace(t, layer, j), +1);
     if (t + 1 >= m) {  // window [t - m + 1, t]
       std::int64_t used = 0;
       for (Index v = 1; v <= m; ++v) {
