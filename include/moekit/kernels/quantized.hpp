@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "dispatch.hpp"
 #include "packing.hpp"
 #include "target.hpp"
 
