@@ -198,6 +198,7 @@ MoEBlock<R, X, C, S> prune(const MoEBlock<R, X, C, S>& block, const std::vector<
 
 /// Run-time pruning without copying: every expert outside `keep` is disabled
 /// (router.steering().disable(...), replacing any previous disabled set).
+/// Throws if one of them is currently forced (steering refuses both at once).
 template <class Block>
 void mask_experts(Block& block, const std::vector<std::int32_t>& keep) {
   const std::vector<std::int32_t> map = pruned_id_map(block.num_experts(), keep);

@@ -5,9 +5,9 @@
 // `"num_experts": "E"` in `__metadata__`.
 //
 // NOTE: this header carries its own tiny safetensors writer and reader for
-// exactly this format (detail::trace_file), because the library's general
-// reader (io/safetensors.hpp) does not exist yet; when it lands, load_trace
-// can move onto it without changing its API. The reader accepts any valid
+// exactly this format (detail::trace_file, no JSON library needed). The
+// library's general reader (io/safetensors.hpp) was still being written when
+// this was; load_trace can move onto it later without changing its API. The reader accepts any valid
 // safetensors file that holds such a tensor (other tensors and metadata keys
 // are checked for consistency and ignored). A malformed file throws
 // moekit::Error naming the file and the problem; it never reads outside the
