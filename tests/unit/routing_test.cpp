@@ -210,6 +210,17 @@ TEST(Steering, CorrectionBiasSelectsButDoesNotWeigh) {
   EXPECT_FLOAT_EQ(p.weights(0, 0), 1.0f / (1.0f + std::exp(1.0f)));
 }
 
+TEST(Steering, DisabledExpertStaysOutDespiteCorrectionBias) {
+  Router<SigmoidScoring> r(Matrix::Identity(4, 4), RouterOptions().with_top_k(2).with_renormalize(false));
+  Vector b = Vector::Zero(4);
+  b[3] = 5.0f;
+  r.set_correction_bias(b);
+  r.steering().disable({3});
+  const RoutingPlan p = r.route(row({0.5f, 0.2f, 0.1f, 3.0f}));
+  EXPECT_EQ(p.ids, (moekit::IdMatrix(1, 2) << 0, 1).finished());
+  EXPECT_EQ(moekit::reference::route(r, row({0.5f, 0.2f, 0.1f, 3.0f})).ids, p.ids);
+}
+
 TEST(GroupedTopK, HandCase) {
   // 8 experts in 4 groups of 2; sigmoid-free (logit scoring) to read values off.
   const Matrix x = row({0.9f, 0.1f, 0.5f, 0.45f, 0.8f, 0.0f, 0.3f, 0.2f});

@@ -282,7 +282,7 @@ class MoEBlock {
     }
     if (shared_) detail::prepare_if_any(shared_->bank());
 
-    if constexpr (detail::observer_enabled<Observer>()) {
+    if constexpr (detail::observer_enabled<Observer>() && detail::observer_has_expert_output<Observer>::value) {
       if (detail::observer_wants_outputs<Observer>::get(observer))
         for (const Index e : active_) {
           const Index begin = groups_.offsets[static_cast<std::size_t>(e)];

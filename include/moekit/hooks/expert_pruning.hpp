@@ -18,10 +18,8 @@
 // settings depend on E itself and differ between the two: a capacity factor
 // (capacity = factor · T · k / E) and PromoteScale::logit_std (std over all
 // E logits). Grouped top-k is refused at compile time: its groups are
-// contiguous id ranges, which pruning would reshape. Known gap: with sigmoid
-// scoring and a correction bias the router can still select a disabled expert
-// (its selection score is 0 + bias, not -inf), so there the mask and the
-// pruned block differ until Steering masks the selection scores too.
+// contiguous id ranges, which pruning would reshape. A disabled expert's
+// selection score is -inf, so a correction bias cannot bring it back.
 #pragma once
 
 #include <algorithm>

@@ -46,6 +46,14 @@ struct observer_has_route<O, std::void_t<decltype(std::declval<O&>().on_route(
                                  std::declval<const RoutingPlan&>()))>> : std::true_type {};
 
 template <class O, class = void>
+struct observer_has_expert_output : std::false_type {};
+template <class O>
+struct observer_has_expert_output<
+    O, std::void_t<decltype(std::declval<O&>().on_expert_output(Index(), std::declval<const std::int32_t*>(),
+                                                                std::declval<const std::int32_t*>(), Index(),
+                                                                std::declval<const float*>()))>> : std::true_type {};
+
+template <class O, class = void>
 struct observer_wants_outputs {
   static bool get(const O&) noexcept { return false; }
 };

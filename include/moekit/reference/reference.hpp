@@ -155,6 +155,7 @@ RoutingPlan route(const Router<Scoring, Selection>& router, const MatrixRef& x) 
     std::vector<double> sel = s;
     if (router.correction_bias().size())
       for (Index e = 0; e < E; ++e) sel[static_cast<std::size_t>(e)] += router.correction_bias()[e];
+    for (std::int32_t e : st.disabled()) sel[static_cast<std::size_t>(e)] = -inf;
     for (std::int32_t e : st.forced()) sel[static_cast<std::size_t>(e)] = inf;
     const std::vector<std::int32_t> ids = detail::select(router.selection(), sel, k);
     const Index n = static_cast<Index>(ids.size());

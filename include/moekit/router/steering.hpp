@@ -14,7 +14,8 @@
 //   5. z[e] = -inf for disabled experts     never selected, and out of the softmax
 //   -- scoring (softmax / sigmoid / logits) on z --
 //   -- selection score = score + correction bias (DeepSeek-V3; selection only) --
-//   6. selection score = +inf for forced experts: always selected (ranked
+//   6. selection score = -inf for disabled experts (never selected, whatever
+//      the correction bias) and +inf for forced experts: always selected (ranked
 //      first, ties -> lower id; if more than k are forced, the lower ids win);
 //      their weight is still their own score, not infinity.
 // Steps 1-5 change the weights too (they act on the logits); step 6 and the
@@ -160,8 +161,11 @@ class Steering {
     for (std::int32_t e : disabled_) z[e] = -std::numeric_limits<float>::infinity();
   }
 
-  /// Step 6 on a token's selection scores.
+  /// Step 6 on a token's selection scores; disabled experts are also set to
+  /// -inf here, since a selection-only bias (correction bias) could otherwise
+  /// lift a disabled expert's 0 score back into the top-k.
   void apply_selection(float* sel) const {
+    for (std::int32_t e : disabled_) sel[e] = -std::numeric_limits<float>::infinity();
     for (std::int32_t e : forced_) sel[e] = std::numeric_limits<float>::infinity();
   }
 
