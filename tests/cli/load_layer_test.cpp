@@ -12,6 +12,7 @@
 
 #include <moekit/io/hf_checkpoint.hpp>
 #include <moekit/io/safetensors_writer.hpp>
+#include <nlohmann/json.hpp>
 #include <moekit/moekit.hpp>
 
 namespace {
@@ -121,6 +122,23 @@ TEST_F(LoadLayer, CommandLineRunAndInfo) {
   EXPECT_LE((res.to_matrix("output") - want).cwiseAbs().maxCoeff(), 1e-5f * std::max(1.0f, want.cwiseAbs().maxCoeff()));
   EXPECT_EQ(res.to_ids("topk_ids"), f.to_ids("topk_ids"));
   EXPECT_EQ(std::system((std::string(MOEKIT_CLI_PATH) + " info " + out + " > /dev/null").c_str()), 0);
+  fs::remove_all(dir);
+}
+
+TEST(Lrc, CommandLinePrintsSrpAndSch) {
+  // Two layers, k = 2; layer 0 repeats {0, 1} then switches: SRP / SCH by the library, printed by the tool.
+  const std::vector<std::int32_t> ids = {0, 1, 2, 3, 0, 1, 2, 3, 0, 2, 1, 3, 4, 5, 2, 3};
+  const moekit::RoutingTrace trace(ids, 4, 2, 2, 6);
+  const std::string dir = fresh_dir("lrc"), path = dir + "/trace.safetensors", out = dir + "/lrc.json";
+  moekit::save_trace(path, trace);
+  const std::string cmd = std::string(MOEKIT_CLI_PATH) + " lrc " + path + " --segment 2 --cache 2 --json > " + out;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream in(out);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_NEAR(j.at("srp").get<double>(), moekit::srp(trace, 2).srp, 1e-6);
+  EXPECT_NEAR(j.at("sch").get<double>(), moekit::sch(trace, 2, 2).hit_rate(), 1e-6);
+  ASSERT_EQ(j.at("srp_per_layer").size(), 2u);
+  EXPECT_NEAR(j.at("sch_per_layer")[1].get<double>(), moekit::sch_layer(trace, 2, 2, 1).hit_rate(), 1e-6);
   fs::remove_all(dir);
 }
 

@@ -4,6 +4,7 @@
 //   moekit check ...      run golden cases (see file_commands.hpp)
 //   moekit info FILE      list a safetensors file
 //   moekit run ...        run layer N of a checkpoint on an input file
+//   moekit lrc TRACE ...  SRP and SCH of a routing trace (see lrc_command.hpp)
 //   moekit bench ...      time a block forward (see bench_command.hpp)
 //   moekit roofline ...   measure this machine's compute and bandwidth limits
 //   moekit version
@@ -17,6 +18,7 @@
 
 #include "bench_command.hpp"
 #include "file_commands.hpp"
+#include "lrc_command.hpp"
 #include "roofline_command.hpp"
 
 namespace {
@@ -28,6 +30,7 @@ int usage(std::FILE* out) {
                "  info      FILE\n"
                "  run       --checkpoint DIR --layer N --input IN.safetensors --output OUT.safetensors\n"
                "            [--dtype f32|bf16|f16] [--threads N] [--family NAME]\n"
+               "  lrc       TRACE --segment M [--cache C] [--json]\n"
                "  bench     [--shape NAME | --hidden D --ffn F --experts E --top-k K [--shared-experts S]]\n"
                "            --tokens T [--dtype f32|bf16|f16|int8|int4] [--threads N] [--isa NAME] [--json]\n"
                "  roofline  --threads N [--json]\n"
@@ -44,6 +47,7 @@ int main(int argc, char** argv) {
     if (cmd == "check") return moekit_cli::check_command(argc, argv);
     if (cmd == "info") return moekit_cli::info_command(argc, argv);
     if (cmd == "run") return moekit_cli::run_command(argc, argv);
+    if (cmd == "lrc") return moekit_cli::lrc_command(argc, argv);
     if (cmd == "bench") return moekit_cli::bench_command(argc, argv);
     if (cmd == "roofline") return moekit_cli::roofline_command(argc, argv);
     if (cmd == "version") {
