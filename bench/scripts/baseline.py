@@ -236,6 +236,10 @@ def peer_rows(a):
     return rows
 
 
+def num(x):
+    return f"{x:.0f}" if x >= 1000 else f"{x:.3g}"
+
+
 def table(a):
     ours = {}
     for shape in SHAPES:
@@ -257,9 +261,9 @@ def table(a):
             rows[key] = aggs
         d, f_, E, k = SHAPE_DIMS[shape]
         print(f"\n### {shape} (d {d}, f {f_}, E {E}, k {k})\n")
-        print("| T | threads | ms (median) | cv | GFLOP/s | GB/s | experts touched "
+        print("| T | threads | ms (median) | CPU ms, 1 thread | cv | GFLOP/s | GB/s | experts touched "
               "| 2-thr speedup | others' cores mean / max |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for (T, n) in sorted(rows):
             r = rows[(T, n)]
             med, load = r["median"], r["load"]
@@ -267,11 +271,16 @@ def table(a):
             speed = ""
             if n > 1 and (T, 1) in rows:
                 speed = f"{rows[(T, 1)]['median']['real_time'] / med['real_time']:.2f}x"
-            print(f"| {T} | {n} | {med['real_time']:.3g} | "
+            noisy = "" if is_quiet(a, load) else " *"
+            cpu = num(med["cpu_time"]) if n == 1 else ""
+            print(f"| {T} | {n} | {num(med['real_time'])}{noisy} | {cpu} | "
                   f"{'' if cv is None else f'{100 * cv:.1f}%'} | {med['GFLOP/s']:.3g} | "
                   f"{med['GB/s']:.3g} | {med['experts_touched']:.3g} | {speed} | "
                   f"{load['foreign_cores_mean']:.2f} / {load['foreign_cores_max']:.2f} |")
             ours[(shape, T, n)] = (med["real_time"], load)
+        print("\n\\* others used >= --quiet-cores on average or > 0.5 core at some point "
+              "during the run: an upper bound, not a quiet-machine time. CPU ms (1 thread) "
+              "leaves out the time the thread waited for a core: closer to the quiet time then.")
     peers = peer_rows(a)
     for shape in SHAPES:
         if not any(k[1] == shape for k in peers):
@@ -291,9 +300,9 @@ def table(a):
                     loads.append("-")
                     continue
                 pm = p["result"]["ms_median"]
-                cells += [f"{pm:.3g}", f"{ms / pm:.2f}"]
+                cells += [num(pm), f"{ms / pm:.2f}"]
                 loads.append(f"{p['load']['foreign_cores_mean']:.2f}")
-            print(f"| {T} | {n} | {ms:.3g} | " + " | ".join(cells) + f" | {' / '.join(loads)} |")
+            print(f"| {T} | {n} | {num(ms)} | " + " | ".join(cells) + f" | {' / '.join(loads)} |")
 
 
 def main():
