@@ -243,6 +243,7 @@ def num(x):
 def table(a):
     ours = {}
     for shape in SHAPES:
+        sources = set()
         sdir = os.path.join(a.out, shape)
         if not os.path.isdir(sdir):
             continue
@@ -271,7 +272,9 @@ def table(a):
             speed = ""
             if n > 1 and (T, 1) in rows:
                 speed = f"{rows[(T, 1)]['median']['real_time'] / med['real_time']:.2f}x"
-            noisy = "" if is_quiet(a, load) else " *"
+            noisy = ("" if is_quiet(a, load) else " *") + (" †" if "source" in load else "")
+            if "source" in load:
+                sources.add(load["source"])
             cpu = num(med["cpu_time"]) if n == 1 else ""
             print(f"| {T} | {n} | {num(med['real_time'])}{noisy} | {cpu} | "
                   f"{'' if cv is None else f'{100 * cv:.1f}%'} | {med['GFLOP/s']:.3g} | "
@@ -281,6 +284,8 @@ def table(a):
         print("\n\\* others used >= --quiet-cores on average or > 0.5 core at some point "
               "during the run: an upper bound, not a quiet-machine time. CPU ms (1 thread) "
               "leaves out the time the thread waited for a core: closer to the quiet time then.")
+        for src in sorted(sources):
+            print(f"† from the {src}.")
     peers = peer_rows(a)
     for shape in SHAPES:
         if not any(k[1] == shape for k in peers):
