@@ -159,13 +159,17 @@ def run(a, extra):
 OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
 
 
-def run_peer_case(a, dtype, n, shape, T, path):
+def run_peer_case(a, dtype, n, shape, T, path, cpu_clock):
     env = dict(os.environ, OMP_NUM_THREADS=str(n))
     env.pop("LD_LIBRARY_PATH", None)
     if dtype == "fp32":
         env["LD_LIBRARY_PATH"] = OPENBLAS_DIR
-    cmd = ["/usr/bin/python3", a.peer, "--threads", str(n), "--dtype", dtype, "--shapes", shape,
-           "--Ts", str(T), "--out", path]
+    args = ["--threads", str(n), "--dtype", dtype, "--shapes", shape, "--Ts", str(T), "--out", path]
+    cmd = ["/usr/bin/python3", a.peer] + args
+    if cpu_clock:  # the peer as it is, with its clock swapped for the process CPU time
+        cmd = ["/usr/bin/python3", "-c",
+               "import runpy, sys, time; time.perf_counter = time.process_time; "
+               f"sys.argv = {[a.peer] + args!r}; runpy.run_path(sys.argv[0], run_name='__main__')"]
     if os.path.exists(path):
         os.remove(path)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -188,9 +192,11 @@ def peer(a):
     for shape in a.shapes.split(","):
         for dtype in a.dtypes.split(","):
             for n in [int(t) for t in a.threads.split(",")]:
-                for T in [int(t) for t in a.tokens.split(",")]:
-                    label = f"torch/{dtype}/{shape}/T:{T}/threads:{n}"
-                    final = os.path.join(pdir, f"{dtype}_{shape}_T{T}_t{n}.json")
+                for T, cpu_clock in [(int(t), c) for t in a.tokens.split(",")
+                                     for c in ([False, True] if n == 1 and a.cpu_clock else [False])]:
+                    clock = "_cpu" if cpu_clock else ""
+                    label = f"torch/{dtype}/{shape}/T:{T}/threads:{n}{clock}"
+                    final = os.path.join(pdir, f"{dtype}_{shape}_T{T}_t{n}{clock}.json")
                     best = None
                     if os.path.exists(final) and not a.redo:
                         with open(final) as f:
@@ -201,7 +207,7 @@ def peer(a):
                     for attempt in range(1, a.tries + 1):
                         before, waited = wait_quiet(a, label)
                         tmp = final + f".try{attempt}"
-                        rc, out, cmd, load = run_peer_case(a, dtype, n, shape, T, tmp)
+                        rc, out, cmd, load = run_peer_case(a, dtype, n, shape, T, tmp, cpu_clock)
                         rec = {"case": label, "attempt": attempt, "time": time.time(), "rc": rc,
                                "loadavg": loadavg(), "foreign_cores_before": round(before, 3),
                                "waited_s": waited, **load, "cmd": cmd}
@@ -229,10 +235,11 @@ def peer_rows(a):
     rows = {}
     if os.path.isdir(pdir):
         for fn in os.listdir(pdir):
-            m = re.fullmatch(r"(fp32|bf16)_(.+)_T(\d+)_t(\d+)\.json", fn)
+            m = re.fullmatch(r"(fp32|bf16)_(.+)_T(\d+)_t(\d+)(_cpu)?\.json", fn)
             if m:
                 with open(os.path.join(pdir, fn)) as f:
-                    rows[(m.group(1), m.group(2), int(m.group(3)), int(m.group(4)))] = json.load(f)
+                    rows[(m.group(1), m.group(2), int(m.group(3)), int(m.group(4)),
+                          bool(m.group(5)))] = json.load(f)
     return rows
 
 
@@ -280,7 +287,7 @@ def table(a):
                   f"{'' if cv is None else f'{100 * cv:.1f}%'} | {med['GFLOP/s']:.3g} | "
                   f"{med['GB/s']:.3g} | {med['experts_touched']:.3g} | {speed} | "
                   f"{load['foreign_cores_mean']:.2f} / {load['foreign_cores_max']:.2f} |")
-            ours[(shape, T, n)] = (med["real_time"], load)
+            ours[(shape, T, n)] = (med["real_time"], med["cpu_time"], load)
         print("\n\\* others used >= --quiet-cores on average or > 0.5 core at some point "
               "during the run: an upper bound, not a quiet-machine time. CPU ms (1 thread) "
               "leaves out the time the thread waited for a core: closer to the quiet time then.")
@@ -290,24 +297,43 @@ def table(a):
     for shape in SHAPES:
         if not any(k[1] == shape for k in peers):
             continue
-        print(f"\n### {shape}: moekit (fp32) against PyTorch 1.13 (ms, median; ratio = moekit / PyTorch, "
-              "below 1 = moekit faster)\n")
+        print(f"\n### {shape}: moekit (fp32) against PyTorch 1.13, wall time (ms, median; "
+              "ratio = moekit / PyTorch, below 1 = moekit faster)\n")
         print("| T | threads | moekit | PyTorch fp32 (OpenBLAS) | ratio | PyTorch bf16 (oneDNN) | ratio "
               "| others' cores mean (moekit / fp32 / bf16) |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         for (s_, T, n) in sorted(k for k in ours if k[0] == shape):
-            ms, load = ours[(s_, T, n)]
+            ms, _, load = ours[(s_, T, n)]
+            noisy = "" if is_quiet(a, load) else " *"
             cells, loads = [], [f"{load['foreign_cores_mean']:.2f}"]
             for dt in ("fp32", "bf16"):
-                p = peers.get((dt, shape, T, n))
+                p = peers.get((dt, shape, T, n, False))
                 if p is None:
                     cells += ["", ""]
                     loads.append("-")
                     continue
                 pm = p["result"]["ms_median"]
-                cells += [num(pm), f"{ms / pm:.2f}"]
+                pn = "" if is_quiet(a, p["load"]) else " *"
+                cells += [num(pm) + pn, f"{ms / pm:.2f}"]
                 loads.append(f"{p['load']['foreign_cores_mean']:.2f}")
-            print(f"| {T} | {n} | {num(ms)} | " + " | ".join(cells) + f" | {' / '.join(loads)} |")
+            print(f"| {T} | {n} | {num(ms)}{noisy} | " + " | ".join(cells) + f" | {' / '.join(loads)} |")
+        if not any(k[1] == shape and k[4] for k in peers):
+            continue
+        print(f"\n### {shape}, 1 thread: CPU time per forward (ms, median; load-robust; "
+              "ratio = moekit / PyTorch)\n")
+        print("| T | moekit | PyTorch fp32 (OpenBLAS) | ratio | PyTorch bf16 (oneDNN) | ratio |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for (s_, T, n) in sorted(k for k in ours if k[0] == shape and k[2] == 1):
+            cpu = ours[(s_, T, n)][1]
+            cells = []
+            for dt in ("fp32", "bf16"):
+                p = peers.get((dt, shape, T, 1, True))
+                if p is None:
+                    cells += ["", ""]
+                    continue
+                pm = p["result"]["ms_median"]
+                cells += [num(pm), f"{cpu / pm:.2f}"]
+            print(f"| {T} | {num(cpu)} | " + " | ".join(cells) + " |")
 
 
 def main():
@@ -320,6 +346,9 @@ def main():
     ap.add_argument("mode", choices=["run", "peer", "table"])
     ap.add_argument("--peer", default="/work/shared/peers/torch_moe.py")
     ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--cpu-clock", action="store_true",
+                    help="peer: for 1 thread, also run it timed by process CPU time (comparable "
+                         "with bench_block's 1-thread CPU time on a loaded machine)")
     ap.add_argument("--bench", default="build-bench/bench/bench_block")
     ap.add_argument("--out", default="build-bench/results")
     ap.add_argument("--shapes", default=",".join(SHAPES))
