@@ -142,7 +142,7 @@ __attribute__((target("f16c"))) std::uint16_t hw_f32_to_f16(float x) {
 __attribute__((target("f16c"))) float hw_f16_to_f32(std::uint16_t h) { return _cvtsh_ss(h); }
 
 TEST(Dtype, F16MatchesF16cInstructions) {
-  if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "CPU has no F16C";
+  if (!moekit::cpu_features().f16c) GTEST_SKIP() << "CPU has no F16C";
   for (std::uint32_t h = 0; h < 0x10000u; ++h) {
     const auto b = static_cast<std::uint16_t>(h);
     if (is_nan_bits_f16(b)) continue;
