@@ -3,7 +3,7 @@
 // standard shapes of shared/conformance/README.md, at T = 1, 8, 64, 512 tokens,
 // with 1 and 2 threads (ThreadPoolExecutor).
 //
-//   ./bench_block                                   # everything (~10-15 min on 2 cores)
+//   ./bench_block                                   # everything (~10 min per path on 2 cores)
 //   ./bench_block --benchmark_filter='/olmoe/'      # one shape
 //   ./bench_block --benchmark_filter='/T:1/'        # decode only
 //
@@ -21,7 +21,7 @@
 // are cycled over the iterations so that the routing, and the set of experts
 // whose weights are read, changes from one forward to the next.
 //
-// Before the first timing of a (shape, T), one forward with 1 thread and one
+// Before the first timing of a (shape, path, T), one forward with 1 thread and one
 // with 2 threads must give bit-identical, finite outputs, and for T <= 8 the
 // output must match moekit::reference (double precision) for the block's own
 // routing within 1e-5 * max(1, max|ref|). A failure skips the case with an error.

@@ -42,7 +42,6 @@ SHAPE_DIMS = {  # d, f, E, k (shared/conformance/README.md)
     "deepseek-v2-lite": (2048, 1408, 64, 6),
 }
 NCPU = os.cpu_count() or 1
-HZ = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_times():
