@@ -247,6 +247,85 @@ TEST_P(PerIsa, DequantMatchesScalar) {
     }
 }
 
+// The quantised entry points (fused on AVX-512, dequantise-then-f32 elsewhere)
+// against the f32 kernel of the same ISA on the dequantised panels: the same
+// weights, so the only difference is summation order (the same tolerance as
+// the f32 kernels), on row counts both sides of the wide-tile limit (6) and
+// the row tile (12), K across group boundaries, column ranges that end
+// mid-panel and start at a later panel.
+TEST_P(PerIsa, QuantizedKernelsMatchDequantizedF32) {
+  const auto& k = kernels::active();
+  for (int bits : {8, 4})
+    for (Index m : {1, 2, 6, 7, 12, 13})
+      for (Index K : {1, 31, 32, 33, 65})
+        for (Index N : {1, 15, 16, 17, 40, 64, 70}) {
+          Matrix W = random_matrix(N, K, static_cast<std::uint32_t>(N * 31 + K)), W2 = random_matrix(N, K, static_cast<std::uint32_t>(N * 37 + K));
+          const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(m + K));
+          const Index np = kernels::panels(N);
+          // Quantise (which writes code · scale back into W, W2): down layout (W = 16) and gate + up (W = 32).
+          std::vector<std::uint8_t> c16(static_cast<std::size_t>(np * kernels::quant_panel_code_bytes(K, 16, bits)));
+          std::vector<float> s16(static_cast<std::size_t>(np * kernels::quant_panel_scales(K, 16)));
+          std::vector<std::uint8_t> c32(static_cast<std::size_t>(np * kernels::quant_panel_code_bytes(K, 32, bits)));
+          std::vector<float> s32(static_cast<std::size_t>(np * kernels::quant_panel_scales(K, 32)));
+          Matrix Wd = W;
+          float* one[1] = {Wd.data()};
+          float* two[2] = {W.data(), W2.data()};
+          for (Index p = 0; p < np; ++p) {
+            kernels::quantize_panel(one, 1, N, K, p, bits, c16.data() + p * kernels::quant_panel_code_bytes(K, 16, bits),
+                                    s16.data() + p * kernels::quant_panel_scales(K, 16));
+            kernels::quantize_panel(two, 2, N, K, p, bits, c32.data() + p * kernels::quant_panel_code_bytes(K, 32, bits),
+                                    s32.data() + p * kernels::quant_panel_scales(K, 32));
+          }
+          const Eigen::MatrixXd ref = A.cast<double>() * Wd.cast<double>().transpose();
+          const Eigen::MatrixXd refg = A.cast<double>() * W.cast<double>().transpose();
+          const Eigen::MatrixXd refu = A.cast<double>() * W2.cast<double>().transpose();
+          const double scale = std::max({1.0, ref.cwiseAbs().maxCoeff(), refg.cwiseAbs().maxCoeff(), refu.cwiseAbs().maxCoeff()});
+          const double tol = 1e-5 * std::sqrt(static_cast<double>(K)) * scale;
+          for (Index split : {N, (N > 32 ? Index(32) : N)}) {
+            Matrix Y = Matrix::Constant(m, N, 777.0f), G = Y, U = Y;
+            k.matmul_quant(bits)(A.data(), K, m, K, c16.data(), s16.data(), N, 0, split, Y.data(), N);
+            k.gate_up_quant(bits)(A.data(), K, m, K, c32.data(), s32.data(), N, 0, split, G.data(), U.data(), N);
+            if (split < N) {
+              ASSERT_EQ(Y(0, split), 777.0f) << "wrote past its column range";
+              ASSERT_EQ(G(m - 1, split), 777.0f) << "wrote past its column range";
+              k.matmul_quant(bits)(A.data(), K, m, K, c16.data(), s16.data(), N, split, N, Y.data(), N);
+              k.gate_up_quant(bits)(A.data(), K, m, K, c32.data(), s32.data(), N, split, N, G.data(), U.data(), N);
+            }
+            ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << bits << " bits matmul m=" << m << " K=" << K << " N=" << N;
+            ASSERT_LE((G.cast<double>() - refg).cwiseAbs().maxCoeff(), tol) << bits << " bits gate m=" << m << " K=" << K << " N=" << N;
+            ASSERT_LE((U.cast<double>() - refu).cwiseAbs().maxCoeff(), tol) << bits << " bits up m=" << m << " K=" << K << " N=" << N;
+          }
+          // A row's bytes do not depend on how many rows share the call (tile shape).
+          Matrix Y1 = Matrix::Zero(1, N), Ym = Matrix::Zero(m, N);
+          k.matmul_quant(bits)(A.data(), K, 1, K, c16.data(), s16.data(), N, 0, N, Y1.data(), N);
+          k.matmul_quant(bits)(A.data(), K, m, K, c16.data(), s16.data(), N, 0, N, Ym.data(), N);
+          ASSERT_TRUE(moekit_test::bit_identical(Y1, Ym.topRows(1))) << bits << " bits m=" << m << " K=" << K << " N=" << N;
+        }
+}
+
+// Row-count invariance of the float kernels too: the wide decode tiles (up to
+// 6 rows) and the 12-row prefill tiles sum each output in the same order.
+TEST_P(PerIsa, RowResultDoesNotDependOnRowCount) {
+  const auto& k = kernels::active();
+  const Index K = 45, N = 83;
+  const Matrix A = random_matrix(25, K, 71), W = random_matrix(N, K, 72), W2 = random_matrix(N, K, 73);
+  AlignedBuffer<float> p(static_cast<std::size_t>(kernels::packed_size(N, K)));
+  AlignedBuffer<float> pgu(static_cast<std::size_t>(kernels::packed_gate_up_size(N, K)));
+  kernels::pack_panels(W.data(), N, K, p.data());
+  kernels::pack_gate_up(W.data(), W2.data(), N, K, pgu.data());
+  Matrix Y1(1, N), G1(1, N), U1(1, N);
+  k.matmul_f32(A.data(), K, 1, K, p.data(), N, 0, N, Y1.data(), N);
+  k.gate_up_f32(A.data(), K, 1, K, pgu.data(), N, 0, N, G1.data(), U1.data(), N);
+  for (Index m : {2, 5, 6, 7, 12, 13, 25}) {
+    Matrix Y(m, N), G(m, N), U(m, N);
+    k.matmul_f32(A.data(), K, m, K, p.data(), N, 0, N, Y.data(), N);
+    k.gate_up_f32(A.data(), K, m, K, pgu.data(), N, 0, N, G.data(), U.data(), N);
+    EXPECT_TRUE(moekit_test::bit_identical(Y1, Y.topRows(1))) << m;
+    EXPECT_TRUE(moekit_test::bit_identical(G1, G.topRows(1))) << m;
+    EXPECT_TRUE(moekit_test::bit_identical(U1, U.topRows(1))) << m;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isas, PerIsa, ::testing::ValuesIn(moekit::available_isas()), isa_test_name);
 
 TEST(Dispatch, NamesCapsAndEigenPath) {

@@ -261,15 +261,9 @@ class GatedExperts {
       const kernels::KernelTable& k = kernels::active();
       const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
       if (is_quantized(pe.type)) {
-        const int bits = pe.type == Dtype::i8 ? 8 : 4;
-        float* buf = panel_buffer(d_ * 2 * kernels::kPanel);
-        for (Index p = c0 / kernels::kPanel; p * kernels::kPanel < c1; ++p) {
-          kernels::dequant_panel(k.isa, packed_data_.data() + pe.gu + p * kernels::quant_panel_code_bytes(d_, 32, bits),
-                                 reinterpret_cast<const float*>(packed_data_.data() + pe.gu_scales) + p * kernels::quant_panel_scales(d_, 32),
-                                 d_, 32, bits, buf);
-          const Index ncols = std::min(kernels::kPanel, c1 - p * kernels::kPanel);
-          k.gate_up_f32(x, d_, n, d_, buf, kernels::kPanel, 0, ncols, H + p * kernels::kPanel, U + p * kernels::kPanel, f_);
-        }
+        k.gate_up_quant(pe.type == Dtype::i8 ? 8 : 4)(x, d_, n, d_, packed_data_.data() + pe.gu,
+                                                      reinterpret_cast<const float*>(packed_data_.data() + pe.gu_scales),
+                                                      f_, c0, c1, H, U, f_);
       } else {
         with_packed_type(pe.type, [&](auto* tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
@@ -308,15 +302,9 @@ class GatedExperts {
       const kernels::KernelTable& k = kernels::active();
       const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
       if (is_quantized(pe.type)) {
-        const int bits = pe.type == Dtype::i8 ? 8 : 4;
-        float* buf = panel_buffer(f_ * kernels::kPanel);
-        for (Index p = c0 / kernels::kPanel; p * kernels::kPanel < c1; ++p) {
-          kernels::dequant_panel(k.isa, packed_data_.data() + pe.down + p * kernels::quant_panel_code_bytes(f_, 16, bits),
-                                 reinterpret_cast<const float*>(packed_data_.data() + pe.down_scales) + p * kernels::quant_panel_scales(f_, 16),
-                                 f_, 16, bits, buf);
-          const Index ncols = std::min(kernels::kPanel, c1 - p * kernels::kPanel);
-          k.matmul_f32(scratch, f_, n, f_, buf, kernels::kPanel, 0, ncols, out + p * kernels::kPanel, d_);
-        }
+        k.matmul_quant(pe.type == Dtype::i8 ? 8 : 4)(scratch, f_, n, f_, packed_data_.data() + pe.down,
+                                                     reinterpret_cast<const float*>(packed_data_.data() + pe.down_scales),
+                                                     d_, c0, c1, out, d_);
       } else {
         with_packed_type(pe.type, [&](auto* tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
@@ -384,13 +372,6 @@ class GatedExperts {
   static void round_to(float& v, Dtype t) {
     v = t == Dtype::bf16 ? static_cast<float>(bf16(v)) : static_cast<float>(f16(v));
     detail::require(std::isfinite(v), "expert weights: a value overflows ", dtype_name(t));
-  }
-
-  // A per-thread f32 buffer for one dequantised panel (grows, never shrinks).
-  static float* panel_buffer(Index floats) {
-    thread_local AlignedBuffer<float> buf;
-    if (buf.size() < static_cast<std::size_t>(floats)) buf.resize(static_cast<std::size_t>(floats));
-    return buf.data();
   }
 
   // Calls fn with a null pointer of the packed element type of a float type.

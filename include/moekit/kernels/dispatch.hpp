@@ -12,16 +12,20 @@
 // (available_isas()); benchmarks report active_isa().
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstdint>
 #include <string>
 #include <vector>
 
+#include "../core/aligned_buffer.hpp"
 #include "../core/error.hpp"
 #include "avx2/gemm_f32.hpp"
 #include "avx512/gemm_f32.hpp"
 #include "cpu_features.hpp"
 #include "neon/gemm_f32.hpp"
+#include "quantized.hpp"
 #include "scalar/gemm_f32.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
@@ -126,8 +130,52 @@ inline std::vector<Isa> available_isas() {
 
 namespace kernels {
 
+namespace detail {
+
+// A per-thread f32 buffer for one dequantised panel (grows, never shrinks:
+// no allocation once a thread has seen the largest panel).
+inline float* panel_scratch(Index floats) {
+  thread_local AlignedBuffer<float> buf;
+  if (buf.size() < static_cast<std::size_t>(floats)) buf.resize(static_cast<std::size_t>(floats));
+  return buf.data();
+}
+
+using DequantFn = void (*)(const std::uint8_t*, const float*, Index, Index, int, float*);
+
+// Quantised kernels for ISAs without fused ones: dequantise one panel into the
+// per-thread buffer, run that ISA's f32 kernel on it, next panel.
+template <void (*GateUpF32)(const float*, Index, Index, Index, const float*, Index, Index, Index, float*, float*, Index),
+          DequantFn Dequant, int Bits>
+inline void gate_up_dequant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes, const float* scales,
+                            Index f, Index c0, Index c1, float* G, float* U, Index ldo) {
+  (void)f;
+  float* buf = panel_scratch(K * 2 * kPanel);
+  for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
+    Dequant(codes + p * quant_panel_code_bytes(K, 2 * kPanel, Bits), scales + p * quant_panel_scales(K, 2 * kPanel), K,
+            2 * kPanel, Bits, buf);
+    const Index ncols = std::min(kPanel, c1 - p * kPanel);
+    GateUpF32(A, lda, m, K, buf, kPanel, 0, ncols, G + p * kPanel, U + p * kPanel, ldo);
+  }
+}
+template <void (*MatmulF32)(const float*, Index, Index, Index, const float*, Index, Index, Index, float*, Index),
+          DequantFn Dequant, int Bits>
+inline void matmul_dequant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes, const float* scales,
+                           Index N, Index c0, Index c1, float* Y, Index ldy) {
+  (void)N;
+  float* buf = panel_scratch(K * kPanel);
+  for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
+    Dequant(codes + p * quant_panel_code_bytes(K, kPanel, Bits), scales + p * quant_panel_scales(K, kPanel), K, kPanel,
+            Bits, buf);
+    const Index ncols = std::min(kPanel, c1 - p * kPanel);
+    MatmulF32(A, lda, m, K, buf, kPanel, 0, ncols, Y + p * kPanel, ldy);
+  }
+}
+
+}  // namespace detail
+
 /// Entry points of one ISA. Weights are packed panels (packing.hpp) of f32,
-/// bf16 or f16; activations and accumulation are always f32.
+/// bf16 or f16, or int8 / int4 codes with group scales (quantized.hpp);
+/// activations and accumulation are always f32.
 struct KernelTable {
   template <class T>
   using GateUpFn = void (*)(const float* A, Index lda, Index m, Index K, const T* packed, Index f, Index c0,
@@ -144,6 +192,17 @@ struct KernelTable {
   GateUpFn<f16> gate_up_f16;
   MatmulFn<f16> matmul_f16;
   void (*silu_mul_f32)(const float* g, const float* u, float* h, Index n);
+  using QGateUpFn = void (*)(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
+                             const float* scales, Index f, Index c0, Index c1, float* G, float* U, Index ldo);
+  using QMatmulFn = void (*)(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
+                             const float* scales, Index N, Index c0, Index c1, float* Y, Index ldy);
+  QGateUpFn gate_up_q8, gate_up_q4;
+  QMatmulFn matmul_q8, matmul_q4;
+  /// How this ISA dequantises a panel (what the fallbacks use; tests compare it with scalar).
+  detail::DequantFn dequant;
+
+  QGateUpFn gate_up_quant(int bits) const noexcept { return bits == 8 ? gate_up_q8 : gate_up_q4; }
+  QMatmulFn matmul_quant(int bits) const noexcept { return bits == 8 ? matmul_q8 : matmul_q4; }
 
   GateUpFn<float> gate_up(const float*) const noexcept { return gate_up_f32; }
   GateUpFn<bf16> gate_up(const bf16*) const noexcept { return gate_up_bf16; }
@@ -159,18 +218,31 @@ inline const KernelTable& table_for(Isa isa) noexcept {
                                         &scalar::gate_up<float>, &scalar::matmul<float>,
                                         &scalar::gate_up<bf16>, &scalar::matmul<bf16>,
                                         &scalar::gate_up<f16>, &scalar::matmul<f16>,
-                                        &scalar::silu_mul_f32};
+                                        &scalar::silu_mul_f32,
+                                        &detail::gate_up_dequant<&scalar::gate_up<float>, &detail::dequant_panel_scalar, 8>,
+                                        &detail::gate_up_dequant<&scalar::gate_up<float>, &detail::dequant_panel_scalar, 4>,
+                                        &detail::matmul_dequant<&scalar::matmul<float>, &detail::dequant_panel_scalar, 8>,
+                                        &detail::matmul_dequant<&scalar::matmul<float>, &detail::dequant_panel_scalar, 4>,
+                                        &detail::dequant_panel_scalar};
 #if defined(MOEKIT_HAVE_X86_KERNELS)
   static const KernelTable avx2_table{Isa::avx2,
                                       &avx2::gate_up<float>, &avx2::matmul<float>,
                                       &avx2::gate_up<bf16>, &avx2::matmul<bf16>,
                                       &avx2::gate_up<f16>, &avx2::matmul<f16>,
-                                      &avx2::silu_mul_f32};
+                                      &avx2::silu_mul_f32,
+                                      &detail::gate_up_dequant<&avx2::gate_up<float>, &detail::dequant_panel_avx2, 8>,
+                                      &detail::gate_up_dequant<&avx2::gate_up<float>, &detail::dequant_panel_avx2, 4>,
+                                      &detail::matmul_dequant<&avx2::matmul<float>, &detail::dequant_panel_avx2, 8>,
+                                      &detail::matmul_dequant<&avx2::matmul<float>, &detail::dequant_panel_avx2, 4>,
+                                      &detail::dequant_panel_avx2};
   static const KernelTable avx512_table{Isa::avx512,
                                         &avx512::gate_up<float>, &avx512::matmul<float>,
                                         &avx512::gate_up<bf16>, &avx512::matmul<bf16>,
                                         &avx512::gate_up<f16>, &avx512::matmul<f16>,
-                                        &avx512::silu_mul_f32};
+                                        &avx512::silu_mul_f32,
+                                        &avx512::gate_up_quant<8>, &avx512::gate_up_quant<4>,
+                                        &avx512::matmul_quant<8>, &avx512::matmul_quant<4>,
+                                        &detail::dequant_panel_avx512};
   static const KernelTable avx512_bf16_table = [] {
     KernelTable t = avx512_table;
     t.isa = Isa::avx512_bf16;
@@ -188,7 +260,12 @@ inline const KernelTable& table_for(Isa isa) noexcept {
                                       &neon::gate_up, &neon::matmul,
                                       &scalar::gate_up<bf16>, &scalar::matmul<bf16>,
                                       &scalar::gate_up<f16>, &scalar::matmul<f16>,
-                                      &neon::silu_mul_f32};
+                                      &neon::silu_mul_f32,
+                                      &detail::gate_up_dequant<&neon::gate_up, &detail::dequant_panel_scalar, 8>,
+                                      &detail::gate_up_dequant<&neon::gate_up, &detail::dequant_panel_scalar, 4>,
+                                      &detail::matmul_dequant<&neon::matmul, &detail::dequant_panel_scalar, 8>,
+                                      &detail::matmul_dequant<&neon::matmul, &detail::dequant_panel_scalar, 4>,
+                                      &detail::dequant_panel_scalar};
   if (isa == Isa::neon) return neon_table;
 #endif
   (void)isa;
@@ -197,6 +274,12 @@ inline const KernelTable& table_for(Isa isa) noexcept {
 
 /// The kernels of the active ISA.
 inline const KernelTable& active() noexcept { return table_for(active_isa()); }
+
+/// Dequantises one panel (K rows of W values) into `out` [K * W] f32 the way `isa` does.
+inline void dequant_panel(Isa isa, const std::uint8_t* codes, const float* scales, Index K, Index W, int bits,
+                          float* out) {
+  table_for(isa).dequant(codes, scales, K, W, bits, out);
+}
 
 }  // namespace kernels
 

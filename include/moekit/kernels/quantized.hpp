@@ -4,13 +4,17 @@
 //
 // NOTE: a packed weight with W values per k-row (W = 16 for a plain panel,
 // 32 for a gate + up panel) stores, per panel, K rows of W signed codes
-// (int8: one byte each; int4: two per byte, even column in the low nibble,
-// stored as code + 8) and, per group of kQuantGroup consecutive k and per
-// column, one f32 scale. Symmetric quantisation: scale = max|w| / qmax over
+// (int8: one byte each; int4: W/2 bytes, byte j holding column j in its low
+// nibble and column j + W/2 in its high nibble, each stored as code + 8) and,
+// per group of kQuantGroup consecutive k and per column, one f32 scale. (The
+// int4 split puts the gate half of a gate + up row in the low nibbles and the
+// up half in the high ones, so a kernel unpacks a row with one shift.) Symmetric quantisation: scale = max|w| / qmax over
 // the group (qmax 127 or 7), code = round(w / scale). Quantising also writes
 // the dequantised values code · scale back into the f32 master weights, so the
-// reference and the kernels compute with exactly the same weights. The kernels
-// dequantise one panel into an f32 buffer and run the f32 panel kernel on it.
+// reference and the kernels compute with exactly the same weights. AVX-512
+// kernels decode the codes in registers as they stream them
+// (avx512/gemm_f32.hpp); the other ISAs dequantise one panel into a per-thread
+// f32 buffer and run their f32 panel kernel on it (dispatch.hpp).
 #pragma once
 
 #include <algorithm>
@@ -18,7 +22,6 @@
 #include <cstdint>
 #include <cstring>
 
-#include "dispatch.hpp"
 #include "packing.hpp"
 #include "target.hpp"
 
@@ -63,10 +66,10 @@ inline void quantize_panel(float* const* src, int nsrc, Index N, Index K, Index 
           if (bits == 8) {
             codes[k * W + col] = static_cast<std::uint8_t>(code);
           } else {
-            std::uint8_t& byte = codes[(k * W + col) / 2];
+            std::uint8_t& byte = codes[k * (W / 2) + col % (W / 2)];
             const auto nib = static_cast<std::uint8_t>(code + 8);
-            byte = (col % 2 == 0) ? static_cast<std::uint8_t>((byte & 0xf0u) | nib)
-                                  : static_cast<std::uint8_t>((byte & 0x0fu) | (nib << 4));
+            byte = (col < W / 2) ? static_cast<std::uint8_t>((byte & 0xf0u) | nib)
+                                 : static_cast<std::uint8_t>((byte & 0x0fu) | (nib << 4));
           }
         }
       }
@@ -84,8 +87,8 @@ inline void dequant_panel_scalar(const std::uint8_t* codes, const float* scales,
       if (bits == 8) {
         q = static_cast<std::int8_t>(codes[k * W + j]);
       } else {
-        const std::uint8_t b = codes[(k * W + j) / 2];
-        q = static_cast<int>(j % 2 == 0 ? (b & 0x0fu) : (b >> 4)) - 8;
+        const std::uint8_t b = codes[k * (W / 2) + j % (W / 2)];
+        q = static_cast<int>(j < W / 2 ? (b & 0x0fu) : (b >> 4)) - 8;
       }
       out[k * W + j] = static_cast<float>(q) * s[j];
     }
@@ -94,6 +97,18 @@ inline void dequant_panel_scalar(const std::uint8_t* codes, const float* scales,
 
 #ifdef MOEKIT_HAVE_X86_KERNELS
 MOEKIT_SIMD_WARNINGS_PUSH
+// The 16 int4 codes (0..15, code + 8) of columns [j, j + 16) of one k-row
+// (W / 2 bytes at `row`), as bytes in column order.
+MOEKIT_TARGET_AVX2 inline __m128i int4_row16(const std::uint8_t* row, Index W, Index j, __m128i low) {
+  if (W == 32) {  // gate half: low nibbles, up half: high nibbles
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
+    return j == 0 ? _mm_and_si128(b, low) : _mm_and_si128(_mm_srli_epi16(b, 4), low);
+  }
+  // W = 16: columns 0..7 in the low nibbles of 8 bytes, 8..15 in the high ones
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row));
+  return _mm_unpacklo_epi64(_mm_and_si128(b, low), _mm_and_si128(_mm_srli_epi16(b, 4), low));
+}
+
 MOEKIT_TARGET_AVX512 inline void dequant_panel_avx512(const std::uint8_t* codes, const float* scales, Index K,
                                                       Index W, int bits, float* out) {
   const __m128i low = _mm_set1_epi8(0x0f);
@@ -104,9 +119,7 @@ MOEKIT_TARGET_AVX512 inline void dequant_panel_avx512(const std::uint8_t* codes,
       if (bits == 8) {
         v = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k * W + j)));
       } else {
-        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + (k * W + j) / 2));
-        const __m128i lo = _mm_and_si128(b, low), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low);
-        v = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)), _mm512_set1_epi32(8));
+        v = _mm512_sub_epi32(_mm512_cvtepu8_epi32(int4_row16(codes + k * (W / 2), W, j, low)), _mm512_set1_epi32(8));
       }
       _mm512_storeu_ps(out + k * W + j, _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(s + j)));
     }
@@ -122,9 +135,7 @@ MOEKIT_TARGET_AVX2 inline void dequant_panel_avx2(const std::uint8_t* codes, con
       if (bits == 8) {
         bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k * W + j));
       } else {
-        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + (k * W + j) / 2));
-        const __m128i lo = _mm_and_si128(b, low), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low);
-        bytes = _mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), _mm_set1_epi8(8));
+        bytes = _mm_sub_epi8(int4_row16(codes + k * (W / 2), W, j, low), _mm_set1_epi8(8));
       }
       const __m256 a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
       const __m256 b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)));
@@ -137,17 +148,6 @@ MOEKIT_SIMD_WARNINGS_POP
 #endif
 
 }  // namespace detail
-
-/// Dequantises one panel (K rows of W values) into `out` [K * W] f32 with the active ISA.
-inline void dequant_panel(Isa isa, const std::uint8_t* codes, const float* scales, Index K, Index W, int bits,
-                          float* out) {
-#ifdef MOEKIT_HAVE_X86_KERNELS
-  if (isa == Isa::avx512 || isa == Isa::avx512_bf16) return detail::dequant_panel_avx512(codes, scales, K, W, bits, out);
-  if (isa == Isa::avx2) return detail::dequant_panel_avx2(codes, scales, K, W, bits, out);
-#endif
-  (void)isa;
-  detail::dequant_panel_scalar(codes, scales, K, W, bits, out);
-}
 
 }  // namespace kernels
 MOEKIT_NAMESPACE_END

@@ -13,7 +13,11 @@
 #ifdef MOEKIT_HAVE_X86_KERNELS
 #include <cmath>
 
+#include <cstdint>
+#include <type_traits>
+
 #include "../packing.hpp"
+#include "../quantized.hpp"
 
 MOEKIT_SIMD_WARNINGS_PUSH
 
@@ -37,66 +41,125 @@ inline __mmask16 column_mask(Index ncols) noexcept {
   return ncols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << ncols) - 1u);
 }
 
-template <int MR, class T>
-MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K, const T* B, float* G,
-                                              float* U, Index ldo, __mmask16 mask) {
-  __m512 g[MR], u[MR];
+// Weight sources: where a tile gets the 16 weights at (k, columns off..off+15)
+// of one panel, as f32. A tile is written once over a source, so f32, bf16,
+// f16, int8 and int4 panels share the same FMA schedule and summation order.
+template <class T, Index W>
+struct PanelSource {  // f32 / bf16 / f16 values, W per k-row
+  const T* p;
+  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const { return load16(p + k * W + off); }
+};
+// int8 codes times their group's scale (quantized.hpp): the product rounds
+// exactly as the dequantised master weight does.
+template <Index W>
+struct Int8Source {
+  const std::uint8_t* codes;
+  const float* scales;
+  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
+    const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k * W + off)));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps(scales + (k / kQuantGroup) * W + off));
+  }
+};
+// int4 codes: a lookup of the 16 code values (-8..7 as f32) indexed by the
+// nibble (vpermps reads only the low 4 bits of each lane), times the scale.
+template <Index W>
+struct Int4Source {
+  const std::uint8_t* codes;
+  const float* scales;
+  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
+    const __m512 values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+    const std::uint8_t* row = codes + k * (W / 2);
+    __m512i lanes;
+    if constexpr (W == 32) {  // 16 bytes: gate in the low nibbles, up in the high ones
+      lanes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+      if (off != 0) lanes = _mm512_srli_epi32(lanes, 4);
+    } else {  // 8 bytes: columns 0..7 low nibbles, 8..15 high nibbles
+      const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row)));
+      lanes = _mm512_inserti64x4(_mm512_castsi256_si512(b), _mm256_srli_epi32(b, 4), 1);
+    }
+    return _mm512_mul_ps(_mm512_permutexvar_ps(lanes, values), _mm512_loadu_ps(scales + (k / kQuantGroup) * W + off));
+  }
+};
+
+// Panel p of a packed weight as a source (W = 32 for gate + up, 16 otherwise).
+template <class T, Index W>
+struct PanelBank {
+  const T* packed;
+  Index K;
+  PanelSource<T, W> operator()(Index p) const noexcept { return {packed + p * K * W}; }
+};
+template <int Bits, Index W>
+struct QuantBank {
+  using Source = std::conditional_t<Bits == 8, Int8Source<W>, Int4Source<W>>;
+  const std::uint8_t* codes;
+  const float* scales;
+  Index K;
+  Source operator()(Index p) const noexcept {
+    return {codes + p * quant_panel_code_bytes(K, W, Bits), scales + p * quant_panel_scales(K, W)};
+  }
+};
+
+// MR rows x NP panels of gate and up: 2·MR·NP accumulators. Every output is
+// one sequential sum over k whatever MR and NP are, so a row's bytes do not
+// depend on the tile shape (the batch-composition promise).
+template <int MR, int NP, class Src>
+MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K, const Src* B, float* G,
+                                              float* U, Index ldo, const __mmask16* mask) {
+  __m512 g[NP][MR], u[NP][MR];
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) g[r] = u[r] = _mm512_setzero_ps();
+  for (int q = 0; q < NP; ++q)
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) g[q][r] = u[q][r] = _mm512_setzero_ps();
   for (Index k = 0; k < K; ++k) {
-    const __m512 bg = load16(B + k * 32), bu = load16(B + k * 32 + 16);
+    __m512 bg[NP], bu[NP];
+#pragma GCC unroll 16
+    for (int q = 0; q < NP; ++q) bg[q] = B[q](k, 0), bu[q] = B[q](k, 16);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       const __m512 a = _mm512_set1_ps(A[r * lda + k]);
-      g[r] = _mm512_fmadd_ps(a, bg, g[r]);
-      u[r] = _mm512_fmadd_ps(a, bu, u[r]);
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) {
+        g[q][r] = _mm512_fmadd_ps(a, bg[q], g[q][r]);
+        u[q][r] = _mm512_fmadd_ps(a, bu[q], u[q][r]);
+      }
     }
   }
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) {
-    _mm512_mask_storeu_ps(G + r * ldo, mask, g[r]);
-    _mm512_mask_storeu_ps(U + r * ldo, mask, u[r]);
-  }
+  for (int q = 0; q < NP; ++q)
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      _mm512_mask_storeu_ps(G + r * ldo + q * kPanel, mask[q], g[q][r]);
+      _mm512_mask_storeu_ps(U + r * ldo + q * kPanel, mask[q], u[q][r]);
+    }
 }
 
-template <int MR, class T>
-MOEKIT_TARGET_AVX512 inline void down_tile2(const float* A, Index lda, Index K, const T* B0, const T* B1,
-                                            float* Y, Index ldy, __mmask16 mask1) {
-  __m512 y0[MR], y1[MR];
+// MR rows x NP panels of Y = A·Wᵀ: MR·NP accumulators.
+template <int MR, int NP, class Src>
+MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, const Src* B, float* Y, Index ldy,
+                                           const __mmask16* mask) {
+  __m512 y[NP][MR];
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) y0[r] = y1[r] = _mm512_setzero_ps();
+  for (int q = 0; q < NP; ++q)
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) y[q][r] = _mm512_setzero_ps();
   for (Index k = 0; k < K; ++k) {
-    const __m512 b0 = load16(B0 + k * 16), b1 = load16(B1 + k * 16);
+    __m512 b[NP];
+#pragma GCC unroll 16
+    for (int q = 0; q < NP; ++q) b[q] = B[q](k, 0);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       const __m512 a = _mm512_set1_ps(A[r * lda + k]);
-      y0[r] = _mm512_fmadd_ps(a, b0, y0[r]);
-      y1[r] = _mm512_fmadd_ps(a, b1, y1[r]);
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) y[q][r] = _mm512_fmadd_ps(a, b[q], y[q][r]);
     }
   }
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) {
-    _mm512_storeu_ps(Y + r * ldy, y0[r]);
-    _mm512_mask_storeu_ps(Y + r * ldy + 16, mask1, y1[r]);
-  }
+  for (int q = 0; q < NP; ++q)
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(Y + r * ldy + q * kPanel, mask[q], y[q][r]);
 }
 
-template <int MR, class T>
-MOEKIT_TARGET_AVX512 inline void down_tile1(const float* A, Index lda, Index K, const T* B0, float* Y,
-                                            Index ldy, __mmask16 mask) {
-  __m512 y0[MR];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) y0[r] = _mm512_setzero_ps();
-  for (Index k = 0; k < K; ++k) {
-    const __m512 b0 = load16(B0 + k * 16);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) y0[r] = _mm512_fmadd_ps(_mm512_set1_ps(A[r * lda + k]), b0, y0[r]);
-  }
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(Y + r * ldy, mask, y0[r]);
-}
-
-// Calls F<mr> for a row count 1..kRows known only at run time.
+// Calls CALL(mr) for a row count 1..kRows known only at run time.
 #define MOEKIT_AVX512_ROWS(mr, CALL)       \
   switch (mr) {                            \
     case 12: CALL(12); break;              \
@@ -112,57 +175,128 @@ MOEKIT_TARGET_AVX512 inline void down_tile1(const float* A, Index lda, Index K, 
     case 2: CALL(2); break;                \
     default: CALL(1); break;               \
   }
+#define MOEKIT_AVX512_ROWS6(mr, CALL)      \
+  switch (mr) {                            \
+    case 6: CALL(6); break;                \
+    case 5: CALL(5); break;                \
+    case 4: CALL(4); break;                \
+    case 3: CALL(3); break;                \
+    case 2: CALL(2); break;                \
+    default: CALL(1); break;               \
+  }
+
+// NOTE: with few rows (decode) each accumulator is a chain of dependent FMAs,
+// so a one-panel tile waits on FMA latency rather than on memory; up to 6
+// rows the tiles therefore span 2 (gate + up) or 4 (down) panels, giving the
+// core 4 to 24 independent chains while it streams the weights.
+constexpr int kWideRows = 6;
+
+// Runs TILE<mr, NP> over row tiles of one group of NP panels starting at panel p.
+template <int NP, class Bank, class Tile>
+MOEKIT_TARGET_AVX512 inline void panel_group(const Bank& bank, Index p, Index c1, Tile&& tile) {
+  using Src = decltype(bank(p));
+  Src B[NP];
+  __mmask16 mask[NP];
+  for (int q = 0; q < NP; ++q) {
+    B[q] = bank(p + q);
+    mask[q] = column_mask(c1 - (p + q) * kPanel);
+  }
+  tile(B, mask);
+}
+
+// Hidden columns [c0, c1) of G = A·W_gateᵀ and U = A·W_upᵀ, panel by panel.
+template <class Bank>
+MOEKIT_TARGET_AVX512 inline void gate_up_panels(const float* A, Index lda, Index m, Index K, const Bank& bank,
+                                                Index c0, Index c1, float* G, float* U, Index ldo) {
+  Index p = c0 / kPanel;
+  const Index p_end = (c1 + kPanel - 1) / kPanel;
+  if (m <= kWideRows)
+    for (; p + 2 <= p_end; p += 2)
+      panel_group<2>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
+#define MOEKIT_CALL(R) gate_up_tile<R, 2>(A, lda, K, B, G + p * kPanel, U + p * kPanel, ldo, mask)
+        MOEKIT_AVX512_ROWS6(m, MOEKIT_CALL)
+#undef MOEKIT_CALL
+      });
+  for (; p < p_end; ++p)
+    panel_group<1>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
+      for (Index i = 0; i < m; i += kRows) {
+        const Index mr = (m - i) < kRows ? (m - i) : kRows;
+        const float* a = A + i * lda;
+        float* g = G + i * ldo + p * kPanel;
+        float* u = U + i * ldo + p * kPanel;
+#define MOEKIT_CALL(R) gate_up_tile<R, 1>(a, lda, K, B, g, u, ldo, mask)
+        MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
+#undef MOEKIT_CALL
+      }
+    });
+}
+
+// Output columns [c0, c1) of Y = A·Wᵀ: four panels at a time for few rows,
+// else two (12 rows x 32 columns), then what is left.
+template <class Bank>
+MOEKIT_TARGET_AVX512 inline void matmul_panels(const float* A, Index lda, Index m, Index K, const Bank& bank,
+                                               Index c0, Index c1, float* Y, Index ldy) {
+  Index p = c0 / kPanel;
+  const Index p_end = (c1 + kPanel - 1) / kPanel;
+  if (m <= kWideRows)
+    for (; p + 4 <= p_end; p += 4)
+      panel_group<4>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
+#define MOEKIT_CALL(R) down_tile<R, 4>(A, lda, K, B, Y + p * kPanel, ldy, mask)
+        MOEKIT_AVX512_ROWS6(m, MOEKIT_CALL)
+#undef MOEKIT_CALL
+      });
+  for (; p + 2 <= p_end; p += 2)
+    panel_group<2>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
+      for (Index i = 0; i < m; i += kRows) {
+        const Index mr = (m - i) < kRows ? (m - i) : kRows;
+        const float* a = A + i * lda;
+        float* y = Y + i * ldy + p * kPanel;
+#define MOEKIT_CALL(R) down_tile<R, 2>(a, lda, K, B, y, ldy, mask)
+        MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
+#undef MOEKIT_CALL
+      }
+    });
+  if (p < p_end)
+    panel_group<1>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
+      for (Index i = 0; i < m; i += kRows) {
+        const Index mr = (m - i) < kRows ? (m - i) : kRows;
+        const float* a = A + i * lda;
+        float* y = Y + i * ldy + p * kPanel;
+#define MOEKIT_CALL(R) down_tile<R, 1>(a, lda, K, B, y, ldy, mask)
+        MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
+#undef MOEKIT_CALL
+      }
+    });
+}
 
 template <class T = float>
 MOEKIT_TARGET_AVX512 inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed,
                                          Index f, Index c0, Index c1, float* G, float* U, Index ldo) {
   (void)f;
-  for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    const T* B = packed + p * K * 2 * kPanel;
-    const __mmask16 mask = column_mask(c1 - p * kPanel);
-    for (Index i = 0; i < m; i += kRows) {
-      const Index mr = (m - i) < kRows ? (m - i) : kRows;
-      const float* a = A + i * lda;
-      float* g = G + i * ldo + p * kPanel;
-      float* u = U + i * ldo + p * kPanel;
-#define MOEKIT_CALL(R) gate_up_tile<R>(a, lda, K, B, g, u, ldo, mask)
-      MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
-#undef MOEKIT_CALL
-    }
-  }
+  gate_up_panels(A, lda, m, K, PanelBank<T, 2 * kPanel>{packed, K}, c0, c1, G, U, ldo);
 }
 
 template <class T = float>
 MOEKIT_TARGET_AVX512 inline void matmul(const float* A, Index lda, Index m, Index K, const T* packed,
                                         Index N, Index c0, Index c1, float* Y, Index ldy) {
   (void)N;
-  Index p = c0 / kPanel;
-  const Index p_end = (c1 + kPanel - 1) / kPanel;
-  for (; p + 2 <= p_end; p += 2) {  // two panels: 32 columns
-    const T* B0 = packed + p * K * kPanel;
-    const T* B1 = B0 + K * kPanel;
-    const __mmask16 mask1 = column_mask(c1 - (p + 1) * kPanel);
-    for (Index i = 0; i < m; i += kRows) {
-      const Index mr = (m - i) < kRows ? (m - i) : kRows;
-      const float* a = A + i * lda;
-      float* y = Y + i * ldy + p * kPanel;
-#define MOEKIT_CALL(R) down_tile2<R>(a, lda, K, B0, B1, y, ldy, mask1)
-      MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
-#undef MOEKIT_CALL
-    }
-  }
-  if (p < p_end) {
-    const T* B0 = packed + p * K * kPanel;
-    const __mmask16 mask = column_mask(c1 - p * kPanel);
-    for (Index i = 0; i < m; i += kRows) {
-      const Index mr = (m - i) < kRows ? (m - i) : kRows;
-      const float* a = A + i * lda;
-      float* y = Y + i * ldy + p * kPanel;
-#define MOEKIT_CALL(R) down_tile1<R>(a, lda, K, B0, y, ldy, mask)
-      MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
-#undef MOEKIT_CALL
-    }
-  }
+  matmul_panels(A, lda, m, K, PanelBank<T, kPanel>{packed, K}, c0, c1, Y, ldy);
+}
+
+/// Fused int8 (Bits = 8) / int4 (Bits = 4) kernels: codes and scales in the
+/// layout of quantized.hpp, decoded in registers as they stream.
+template <int Bits>
+MOEKIT_TARGET_AVX512 inline void gate_up_quant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
+                                               const float* scales, Index f, Index c0, Index c1, float* G, float* U,
+                                               Index ldo) {
+  (void)f;
+  gate_up_panels(A, lda, m, K, QuantBank<Bits, 2 * kPanel>{codes, scales, K}, c0, c1, G, U, ldo);
+}
+template <int Bits>
+MOEKIT_TARGET_AVX512 inline void matmul_quant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
+                                              const float* scales, Index N, Index c0, Index c1, float* Y, Index ldy) {
+  (void)N;
+  matmul_panels(A, lda, m, K, QuantBank<Bits, kPanel>{codes, scales, K}, c0, c1, Y, ldy);
 }
 
 /// exp(x) for 16 lanes: range reduction by ln 2 and a degree-6 polynomial
