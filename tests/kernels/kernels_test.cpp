@@ -144,8 +144,8 @@ void check_half_kernels() {
         Matrix W = random_matrix(N, K, 5), W2 = random_matrix(N, K, 6);
         for (Matrix* w : {&W, &W2})
           for (Index i = 0; i < w->size(); ++i) w->data()[i] = static_cast<float>(T(w->data()[i]));
-        AlignedBuffer<T> p(static_cast<std::size_t>(kernels::packed_size(N, K)));
-        AlignedBuffer<T> pgu(static_cast<std::size_t>(kernels::packed_gate_up_size(N, K)));
+        AlignedBuffer<T> p(static_cast<std::size_t>(kernels::packed_size<T>(N, K)));
+        AlignedBuffer<T> pgu(static_cast<std::size_t>(kernels::packed_gate_up_size<T>(N, K)));
         kernels::pack_panels(W.data(), N, K, p.data());
         kernels::pack_gate_up(W.data(), W2.data(), N, K, pgu.data());
         Matrix Y(m, N), G(m, N), U(m, N);
@@ -165,6 +165,52 @@ TEST_P(PerIsa, Bf16AndF16WeightKernels) {
   check_half_kernels<moekit::f16>();
 }
 
+// vdpbf16ps kernels (avx512_bf16 only): the products of bf16 values are exact
+// in f32, so against a double product of the bf16-rounded activations and
+// weights the f32 summation tolerance holds. Row counts both sides of the wide
+// tiles (6) and the row tile (12), odd K (a zero-padded last pair).
+TEST_P(PerIsa, Bf16DotKernelsAgainstRoundedProducts) {
+  const auto& k = kernels::active();
+  if (!k.gate_up_bf16_dot) {
+    EXPECT_NE(GetParam(), Isa::avx512_bf16);
+    GTEST_SKIP() << "no vdpbf16ps on " << moekit::isa_name(GetParam());
+  }
+  const auto round = [](Matrix m) {
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(moekit::bf16(m.data()[i]));
+    return m;
+  };
+  for (Index m : {1, 2, 6, 7, 12, 13, 30})
+    for (Index K : {1, 2, 15, 16, 17, 33, 64})
+      for (Index N : {1, 15, 16, 17, 40, 64, 70}) {
+        const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(3 * m + K + N));
+        const Matrix W = round(random_matrix(N, K, 15)), W2 = round(random_matrix(N, K, 16));
+        AlignedBuffer<moekit::bf16> p(static_cast<std::size_t>(kernels::packed_size<moekit::bf16>(N, K)));
+        AlignedBuffer<moekit::bf16> pgu(static_cast<std::size_t>(kernels::packed_gate_up_size<moekit::bf16>(N, K)));
+        kernels::pack_panels(W.data(), N, K, p.data());
+        kernels::pack_gate_up(W.data(), W2.data(), N, K, pgu.data());
+        const Eigen::MatrixXd Ar = round(A).cast<double>();
+        const Eigen::MatrixXd ref = Ar * W.cast<double>().transpose(), ref2 = Ar * W2.cast<double>().transpose();
+        const double tol = 1e-5 * std::sqrt(static_cast<double>(K)) * std::max(1.0, ref.cwiseAbs().maxCoeff());
+        for (Index split : {N, (N > 32 ? Index(32) : N)}) {
+          Matrix Y = Matrix::Constant(m, N, 777.0f), G = Y, U = Y;
+          k.matmul_bf16_dot(A.data(), K, m, K, p.data(), N, 0, split, Y.data(), N);
+          k.gate_up_bf16_dot(A.data(), K, m, K, pgu.data(), N, 0, split, G.data(), U.data(), N);
+          if (split < N) {
+            ASSERT_EQ(Y(0, split), 777.0f) << "wrote past its column range";
+            k.matmul_bf16_dot(A.data(), K, m, K, p.data(), N, split, N, Y.data(), N);
+            k.gate_up_bf16_dot(A.data(), K, m, K, pgu.data(), N, split, N, G.data(), U.data(), N);
+          }
+          ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << "matmul m=" << m << " K=" << K << " N=" << N;
+          ASSERT_LE((G.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << "gate m=" << m << " K=" << K << " N=" << N;
+          ASSERT_LE((U.cast<double>() - ref2).cwiseAbs().maxCoeff(), tol) << "up m=" << m << " K=" << K << " N=" << N;
+        }
+        Matrix Y1(1, N), Ym(m, N);
+        k.matmul_bf16_dot(A.data(), K, 1, K, p.data(), N, 0, N, Y1.data(), N);
+        k.matmul_bf16_dot(A.data(), K, m, K, p.data(), N, 0, N, Ym.data(), N);
+        ASSERT_TRUE(moekit_test::bit_identical(Y1, Ym.topRows(1))) << "row count changed row 0: m=" << m;
+      }
+}
+
 TEST_P(PerIsa, BlockWithHalfPrecisionWeights) {
   for (moekit::Dtype t : {moekit::Dtype::bf16, moekit::Dtype::f16}) {
     moekit::SwiGluMoEBlock block = moekit_test::random_block(16, 45, 37, 4, 11);
@@ -173,9 +219,20 @@ TEST_P(PerIsa, BlockWithHalfPrecisionWeights) {
     block.experts().set_weight_dtype(t);
     EXPECT_EQ(block.experts().weight_dtype(), t);
     const Matrix y = block.forward(x);
-    // Against the reference on the rounded (dequantized) weights: f32 tolerance.
+    // Against the reference on the rounded (dequantized) weights: f32
+    // tolerance when the kernels widen; with vdpbf16ps the activations are
+    // rounded to bf16 too (2^-9 relative each), so 1e-2 of the output scale.
     const Matrix ref = moekit::reference::forward(block, x);
-    EXPECT_LE(moekit_test::max_abs_diff(y, ref), moekit_test::kBlockTolerance * moekit_test::scale_of(ref)) << moekit::dtype_name(t);
+    const bool dot = t == moekit::Dtype::bf16 && block.experts().bf16_uses_dot();
+    EXPECT_EQ(dot, t == moekit::Dtype::bf16 && GetParam() == Isa::avx512_bf16);
+    EXPECT_LE(moekit_test::max_abs_diff(y, ref), (dot ? 1e-2 : moekit_test::kBlockTolerance) * moekit_test::scale_of(ref)) << moekit::dtype_name(t);
+    if (dot) {  // widen: f32 activations, f32 tolerance on every ISA
+      block.experts().set_bf16_math(moekit::Bf16Math::widen);
+      EXPECT_FALSE(block.experts().bf16_uses_dot());
+      EXPECT_LE(moekit_test::max_abs_diff(block.forward(x), ref), moekit_test::kBlockTolerance * moekit_test::scale_of(ref));
+      block.experts().set_bf16_math(moekit::Bf16Math::dot);
+      EXPECT_TRUE(moekit_test::bit_identical(block.forward(x), y));
+    }
     // Against the f32 block: the weight rounding itself (bf16: 2^-9 relative per weight).
     EXPECT_LE(moekit_test::max_abs_diff(y, y32), (t == moekit::Dtype::bf16 ? 3e-2 : 4e-3) * moekit_test::scale_of(y32));
     moekit::ThreadPoolExecutor pool(2);
@@ -217,6 +274,7 @@ TEST_P(PerIsa, MixedPrecisionPerExpert) {
   const moekit::Dtype types[6] = {moekit::Dtype::f32, moekit::Dtype::bf16, moekit::Dtype::f16,
                                   moekit::Dtype::i8, moekit::Dtype::i4, moekit::Dtype::i8};
   for (Index e = 0; e < 6; ++e) block.experts().set_expert_dtype(e, types[e]);
+  block.experts().set_bf16_math(moekit::Bf16Math::widen);  // f32 activations: the f32 tolerance below
   for (Index e = 0; e < 6; ++e) EXPECT_EQ(block.experts().expert_dtype(e), types[e]);
   const Matrix x = random_matrix(64, 48, 32);
   const Matrix y = block.forward(x);

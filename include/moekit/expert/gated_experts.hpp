@@ -38,6 +38,18 @@
 
 MOEKIT_NAMESPACE_BEGIN
 
+/// How experts with bf16 weights compute (GatedExperts::set_bf16_math).
+enum class Bf16Math {
+  /// Where the CPU has AVX-512 BF16 (Isa::avx512_bf16): activations rounded to
+  /// bf16 (nearest even), products summed in pairs by vdpbf16ps into f32 —
+  /// twice the multiply-adds per instruction, as bf16 inference in PyTorch and
+  /// ggml computes; about 2^-9 relative error per product. Elsewhere: widen.
+  dot,
+  /// Weights widened to f32 as they load, f32 activations: f32 arithmetic on
+  /// the rounded weights, on every ISA.
+  widen,
+};
+
 /// How the gate and up halves share the 2f columns of a fused gate_up tensor.
 enum class GateUpLayout {
   halves,       ///< [gate | up] (Llama-4, transformers v5, Granite)
@@ -233,6 +245,18 @@ class GatedExperts {
     pack();
     return *this;
   }
+  /// How bf16 experts compute (Bf16Math::dot by default; see Bf16Math). Only
+  /// the arithmetic changes, not the stored weights.
+  GatedExperts& set_bf16_math(Bf16Math m) noexcept {
+    bf16_math_ = m;
+    return *this;
+  }
+  Bf16Math bf16_math() const noexcept { return bf16_math_; }
+  /// True when bf16 experts use vdpbf16ps in the current ISA (dot math and an ISA that has it).
+  bool bf16_uses_dot() const noexcept {
+    return bf16_math_ == Bf16Math::dot && kernels::active().gate_up_bf16_dot != nullptr;
+  }
+
   /// The same for one expert: mixed precision within a bank (MC-MoE style).
   GatedExperts& set_expert_dtype(Index e, Dtype t) {
     set_type(checked(e), t);
@@ -268,6 +292,8 @@ class GatedExperts {
         with_packed_type(pe.type, [&](auto* tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
           const T* p = reinterpret_cast<const T*>(packed_data_.data() + pe.gu);
+          if constexpr (std::is_same_v<T, bf16>)
+            if (bf16_math_ == Bf16Math::dot && k.gate_up_bf16_dot) return k.gate_up_bf16_dot(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
           k.gate_up(p)(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
         });
       }
@@ -309,6 +335,8 @@ class GatedExperts {
         with_packed_type(pe.type, [&](auto* tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
           const T* p = reinterpret_cast<const T*>(packed_data_.data() + pe.down);
+          if constexpr (std::is_same_v<T, bf16>)
+            if (bf16_math_ == Bf16Math::dot && k.matmul_bf16_dot) return k.matmul_bf16_dot(scratch, f_, n, f_, p, d_, c0, c1, out, d_);
           k.matmul(p)(scratch, f_, n, f_, p, d_, c0, c1, out, d_);
         });
       }
@@ -355,6 +383,7 @@ class GatedExperts {
   static Index type_bytes(Dtype t, Index panels, Index K, Index W) noexcept {
     if (t == Dtype::i8 || t == Dtype::i4)
       return panels * (kernels::quant_panel_code_bytes(K, W, t == Dtype::i8 ? 8 : 4) + 4 * kernels::quant_panel_scales(K, W));
+    if (t == Dtype::bf16) return panels * kernels::packed_k<bf16>(K) * W * 2;  // k-pairs: odd K padded
     return panels * K * W * (t == Dtype::f32 ? 4 : 2);
   }
 
@@ -445,6 +474,7 @@ class GatedExperts {
   AlignedBuffer<unsigned char> packed_data_;  // every expert's packed weights (and scales)
   bool packed_ = false;
   bool use_packed_ = true;
+  Bf16Math bf16_math_ = Bf16Math::dot;
   Matrix gate_;       // [E·f, d]
   Matrix up_;         // [E·f, d]
   Matrix down_;       // [E·d, f]

@@ -22,6 +22,7 @@
 #include "../core/aligned_buffer.hpp"
 #include "../core/error.hpp"
 #include "avx2/gemm_f32.hpp"
+#include "avx512/gemm_bf16_dot.hpp"
 #include "avx512/gemm_f32.hpp"
 #include "cpu_features.hpp"
 #include "neon/gemm_f32.hpp"
@@ -200,6 +201,9 @@ struct KernelTable {
   QMatmulFn matmul_q8, matmul_q4;
   /// How this ISA dequantises a panel (what the fallbacks use; tests compare it with scalar).
   detail::DequantFn dequant;
+  /// bf16 weights times bf16-rounded activations (vdpbf16ps); null where the ISA lacks it.
+  GateUpFn<bf16> gate_up_bf16_dot = nullptr;
+  MatmulFn<bf16> matmul_bf16_dot = nullptr;
 
   QGateUpFn gate_up_quant(int bits) const noexcept { return bits == 8 ? gate_up_q8 : gate_up_q4; }
   QMatmulFn matmul_quant(int bits) const noexcept { return bits == 8 ? matmul_q8 : matmul_q4; }
@@ -246,6 +250,8 @@ inline const KernelTable& table_for(Isa isa) noexcept {
   static const KernelTable avx512_bf16_table = [] {
     KernelTable t = avx512_table;
     t.isa = Isa::avx512_bf16;
+    t.gate_up_bf16_dot = &avx512_bf16::gate_up;
+    t.matmul_bf16_dot = &avx512_bf16::matmul;
     return t;
   }();
   switch (isa) {

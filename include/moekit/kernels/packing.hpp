@@ -10,13 +10,17 @@
 // together: panel p holds, per k, 16 gate values then 16 up values, so one
 // pass over the input produces both projections. 16 columns are one AVX-512
 // vector, two AVX2 vectors, four NEON vectors: one layout serves every ISA.
-// The same layout holds bf16 or f16 weights (half the bytes); kernels widen
-// them to f32 as they load, so results equal f32 arithmetic on the rounded
-// weights.
+// f16 weights use the same layout (half the bytes). bf16 weights are stored
+// in k-pairs: for each pair (2i, 2i + 1) of k, the W values of the row come
+// as W (k = 2i, k = 2i + 1) couples, which is the operand layout of AVX-512
+// BF16's vdpbf16ps (one 32-bit lane = two k of one column); an odd K is padded
+// with a zero row. Kernels without vdpbf16ps widen bf16 / f16 to f32 as they
+// load, so their results equal f32 arithmetic on the rounded weights.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "../core/dtype.hpp"
 
@@ -27,10 +31,24 @@ constexpr Index kPanel = 16;
 
 inline Index panels(Index n) noexcept { return (n + kPanel - 1) / kPanel; }
 
-/// Floats of a packed [N, K] weight.
-inline Index packed_size(Index N, Index K) noexcept { return panels(N) * K * kPanel; }
-/// Floats of a packed gate + up pair, each [f, K].
-inline Index packed_gate_up_size(Index f, Index K) noexcept { return panels(f) * K * 2 * kPanel; }
+/// True for storage types packed in k-pairs (bf16).
+template <class T>
+constexpr bool kPairedK = std::is_same_v<T, bf16>;
+/// k-rows a packed panel of T holds for K inputs (K, rounded up to even for bf16).
+template <class T>
+constexpr Index packed_k(Index K) noexcept { return kPairedK<T> ? K + (K & 1) : K; }
+/// Position of weight (k, column j) within a packed panel of W values per k-row.
+template <class T>
+constexpr Index packed_offset(Index k, Index j, Index W) noexcept {
+  return kPairedK<T> ? (k >> 1) * 2 * W + 2 * j + (k & 1) : k * W + j;
+}
+
+/// Elements of a packed [N, K] weight of T.
+template <class T = float>
+inline Index packed_size(Index N, Index K) noexcept { return panels(N) * packed_k<T>(K) * kPanel; }
+/// Elements of a packed gate + up pair of T, each [f, K].
+template <class T = float>
+inline Index packed_gate_up_size(Index f, Index K) noexcept { return panels(f) * packed_k<T>(K) * 2 * kPanel; }
 
 /// Storage conversion of one weight: float as is; bf16 / f16 bits (round to nearest even).
 template <class T>
@@ -45,12 +63,13 @@ inline f16 to_storage<f16>(float v) noexcept { return f16(v); }
 /// Packs w [N, K] (row-major) into `out` (packed_size(N, K) elements), converting to T.
 template <class T>
 inline void pack_panels(const float* w, Index N, Index K, T* out) noexcept {
+  const Index Kp = packed_k<T>(K);
   for (Index p = 0; p < panels(N); ++p) {
-    T* dst = out + p * K * kPanel;
-    for (Index k = 0; k < K; ++k)
+    T* dst = out + p * Kp * kPanel;
+    for (Index k = 0; k < Kp; ++k)
       for (Index j = 0; j < kPanel; ++j) {
         const Index n = p * kPanel + j;
-        dst[k * kPanel + j] = to_storage<T>(n < N ? w[n * K + k] : 0.0f);
+        dst[packed_offset<T>(k, j, kPanel)] = to_storage<T>(n < N && k < K ? w[n * K + k] : 0.0f);
       }
   }
 }
@@ -58,13 +77,15 @@ inline void pack_panels(const float* w, Index N, Index K, T* out) noexcept {
 /// Packs gate and up [f, K] into `out` (packed_gate_up_size(f, K) elements), converting to T.
 template <class T>
 inline void pack_gate_up(const float* gate, const float* up, Index f, Index K, T* out) noexcept {
+  const Index Kp = packed_k<T>(K);
   for (Index p = 0; p < panels(f); ++p) {
-    T* dst = out + p * K * 2 * kPanel;
-    for (Index k = 0; k < K; ++k)
+    T* dst = out + p * Kp * 2 * kPanel;
+    for (Index k = 0; k < Kp; ++k)
       for (Index j = 0; j < kPanel; ++j) {
         const Index n = p * kPanel + j;
-        dst[k * 2 * kPanel + j] = to_storage<T>(n < f ? gate[n * K + k] : 0.0f);
-        dst[k * 2 * kPanel + kPanel + j] = to_storage<T>(n < f ? up[n * K + k] : 0.0f);
+        const bool in = n < f && k < K;
+        dst[packed_offset<T>(k, j, 2 * kPanel)] = to_storage<T>(in ? gate[n * K + k] : 0.0f);
+        dst[packed_offset<T>(k, kPanel + j, 2 * kPanel)] = to_storage<T>(in ? up[n * K + k] : 0.0f);
       }
   }
 }

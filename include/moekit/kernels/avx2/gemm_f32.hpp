@@ -29,6 +29,21 @@ MOEKIT_TARGET_AVX2 inline __m256 load8(const f16* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
+// The 8 weights at (k, columns off..off+7) of a panel with W values per
+// k-row. bf16 panels hold k-pairs (packing.hpp): a 32-bit lane carries the
+// even k in its low half and the odd k in its high half, so the value for k is
+// the lane shifted left by 16 (even) or 0 (odd), low half cleared.
+template <Index W, class T>
+MOEKIT_TARGET_AVX2 inline __m256 weights8(const T* B, Index k, Index off) {
+  if constexpr (kPairedK<T>) {
+    const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + (k >> 1) * 2 * W + 2 * off));
+    const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(16 - 16 * (k & 1)));
+    return _mm256_castsi256_ps(_mm256_and_si256(_mm256_sll_epi32(pairs, shift), _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+  } else {
+    return load8(B + k * W + off);
+  }
+}
+
 constexpr int kGateUpRows = 3;
 constexpr int kDownRows = 6;
 
@@ -39,14 +54,15 @@ MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, 
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) g0[r] = g1[r] = u0[r] = u1[r] = _mm256_setzero_ps();
   for (Index k = 0; k < K; ++k) {
-    const T* b = B + k * 32;
+    const __m256 bg0 = weights8<32>(B, k, 0), bg1 = weights8<32>(B, k, 8);
+    const __m256 bu0 = weights8<32>(B, k, 16), bu1 = weights8<32>(B, k, 24);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
-      g0[r] = _mm256_fmadd_ps(a, load8(b), g0[r]);
-      g1[r] = _mm256_fmadd_ps(a, load8(b + 8), g1[r]);
-      u0[r] = _mm256_fmadd_ps(a, load8(b + 16), u0[r]);
-      u1[r] = _mm256_fmadd_ps(a, load8(b + 24), u1[r]);
+      g0[r] = _mm256_fmadd_ps(a, bg0, g0[r]);
+      g1[r] = _mm256_fmadd_ps(a, bg1, g1[r]);
+      u0[r] = _mm256_fmadd_ps(a, bu0, u0[r]);
+      u1[r] = _mm256_fmadd_ps(a, bu1, u1[r]);
     }
   }
 #pragma GCC unroll 8
@@ -64,7 +80,7 @@ MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, con
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) y0[r] = y1[r] = _mm256_setzero_ps();
   for (Index k = 0; k < K; ++k) {
-    const __m256 b0 = load8(B + k * 16), b1 = load8(B + k * 16 + 8);
+    const __m256 b0 = weights8<16>(B, k, 0), b1 = weights8<16>(B, k, 8);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
@@ -85,7 +101,7 @@ MOEKIT_TARGET_AVX2 inline void gate_up(const float* A, Index lda, Index m, Index
   (void)f;
   alignas(32) float tg[kGateUpRows * kPanel], tu[kGateUpRows * kPanel];
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    const T* B = packed + p * K * 2 * kPanel;
+    const T* B = packed + p * packed_k<T>(K) * 2 * kPanel;
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     for (Index i = 0; i < m; i += kGateUpRows) {
       const Index mr = (m - i) < kGateUpRows ? (m - i) : kGateUpRows;
@@ -115,7 +131,7 @@ MOEKIT_TARGET_AVX2 inline void matmul(const float* A, Index lda, Index m, Index 
   (void)N;
   alignas(32) float ty[kDownRows * kPanel];
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    const T* B = packed + p * K * kPanel;
+    const T* B = packed + p * packed_k<T>(K) * kPanel;
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     for (Index i = 0; i < m; i += kDownRows) {
       const Index mr = (m - i) < kDownRows ? (m - i) : kDownRows;

@@ -45,9 +45,20 @@ inline __mmask16 column_mask(Index ncols) noexcept {
 // of one panel, as f32. A tile is written once over a source, so f32, bf16,
 // f16, int8 and int4 panels share the same FMA schedule and summation order.
 template <class T, Index W>
-struct PanelSource {  // f32 / bf16 / f16 values, W per k-row
+struct PanelSource {  // f32 / f16 values, W per k-row
   const T* p;
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const { return load16(p + k * W + off); }
+};
+// bf16 panels hold k-pairs (packing.hpp): the value for k is the 32-bit lane
+// shifted left by 16 (even k) or 0 (odd k), low half cleared.
+template <Index W>
+struct PanelSource<bf16, W> {
+  const bf16* p;
+  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
+    const __m512i pairs = _mm512_loadu_si512(p + (k >> 1) * 2 * W + 2 * off);
+    const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(16 - 16 * (k & 1)));
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_sll_epi32(pairs, shift), _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+  }
 };
 // int8 codes times their group's scale (quantized.hpp): the product rounds
 // exactly as the dequantised master weight does.
@@ -86,7 +97,7 @@ template <class T, Index W>
 struct PanelBank {
   const T* packed;
   Index K;
-  PanelSource<T, W> operator()(Index p) const noexcept { return {packed + p * K * W}; }
+  PanelSource<T, W> operator()(Index p) const noexcept { return {packed + p * packed_k<T>(K) * W}; }
 };
 template <int Bits, Index W>
 struct QuantBank {

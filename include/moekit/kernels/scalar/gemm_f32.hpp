@@ -28,18 +28,17 @@ inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed
                     Index c1, float* G, float* U, Index ldo) {
   (void)f;
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    const T* B = packed + p * K * 2 * kPanel;
+    const T* B = packed + p * packed_k<T>(K) * 2 * kPanel;
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     for (Index i = 0; i < m; i += kRows) {
       const Index mr = (m - i) < kRows ? (m - i) : kRows;
       float g[kRows][kPanel] = {}, u[kRows][kPanel] = {};
       for (Index k = 0; k < K; ++k) {
-        const T* b = B + k * 2 * kPanel;
         for (Index r = 0; r < mr; ++r) {
           const float a = A[(i + r) * lda + k];
           for (Index j = 0; j < kPanel; ++j) {
-            g[r][j] += a * widen(b[j]);
-            u[r][j] += a * widen(b[kPanel + j]);
+            g[r][j] += a * widen(B[packed_offset<T>(k, j, 2 * kPanel)]);
+            u[r][j] += a * widen(B[packed_offset<T>(k, kPanel + j, 2 * kPanel)]);
           }
         }
       }
@@ -58,16 +57,15 @@ inline void matmul(const float* A, Index lda, Index m, Index K, const T* packed,
                    Index c1, float* Y, Index ldy) {
   (void)N;
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    const T* B = packed + p * K * kPanel;
+    const T* B = packed + p * packed_k<T>(K) * kPanel;
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     for (Index i = 0; i < m; i += kRows) {
       const Index mr = (m - i) < kRows ? (m - i) : kRows;
       float y[kRows][kPanel] = {};
       for (Index k = 0; k < K; ++k) {
-        const T* b = B + k * kPanel;
         for (Index r = 0; r < mr; ++r) {
           const float a = A[(i + r) * lda + k];
-          for (Index j = 0; j < kPanel; ++j) y[r][j] += a * widen(b[j]);
+          for (Index j = 0; j < kPanel; ++j) y[r][j] += a * widen(B[packed_offset<T>(k, j, kPanel)]);
         }
       }
       for (Index r = 0; r < mr; ++r)
