@@ -2,7 +2,8 @@
 // `moekit bench`: time one MoE block forward on random weights.
 //
 //   moekit bench [--shape NAME | --hidden D --ffn F --experts E --top-k K [--shared-experts S]]
-//                --tokens T [--dtype f32|bf16|f16|int8|int4] [--threads N] [--isa NAME] [--json]
+//                --tokens T [--dtype f32|bf16|f16|int8|int4] [--threads N] [--isa NAME]
+//                [--bf16-math dot|widen] [--json]
 //
 // Random weights (scale 0.02, fixed seed), four random inputs cycled, two
 // warm-up runs, then repetitions until one second (at least 5, at most 200);
@@ -41,7 +42,7 @@ inline const std::vector<BenchShape>& bench_shapes() {
 inline int bench_command(int argc, char** argv) {
   using moekit::Index;
   const Args a = parse_args(argc, argv, 2, {"shape", "hidden", "ffn", "experts", "top-k", "shared-experts",
-                                            "tokens", "dtype", "threads", "isa"});
+                                            "tokens", "dtype", "threads", "isa", "bf16-math"});
   BenchShape shape{"custom", 0, 0, 0, 0, 0};
   if (a.has("shape")) {
     bool found = false;
@@ -79,10 +80,15 @@ inline int bench_command(int argc, char** argv) {
   };
   moekit::SwiGluMoEBlock block(moekit::Router<>(random(E, d, 1.0f), moekit::RouterOptions().with_top_k(k)),
                                moekit::SwiGluExperts(E, random(E * f, d, 1.0f), random(E * f, d, 1.0f), random(E * d, f, 1.0f)));
-  block.experts().set_weight_dtype(wt);
+  const std::string bf16_math = a.get("bf16-math", "dot");
+  moekit::detail::require(bf16_math == "dot" || bf16_math == "widen", "--bf16-math: expected dot or widen, got ", bf16_math);
+  const moekit::Bf16Math math = bf16_math == "dot" ? moekit::Bf16Math::dot : moekit::Bf16Math::widen;
+  block.experts().set_weight_dtype(wt).set_bf16_math(math);
+  // What bf16 experts really ran: dot only where the ISA has vdpbf16ps.
+  const char* math_used = wt != moekit::Dtype::bf16 ? "none" : block.experts().bf16_uses_dot() ? "dot" : "widen";
   if (S > 0) {
     moekit::SwiGluExperts shared(1, random(f * S, d, 1.0f), random(f * S, d, 1.0f), random(d, f * S, 1.0f));
-    shared.set_weight_dtype(wt);
+    shared.set_weight_dtype(wt).set_bf16_math(math);
     block.set_shared_experts(moekit::SharedExperts<>(std::move(shared)));
   }
   std::vector<moekit::Matrix> inputs;
@@ -120,14 +126,16 @@ inline int bench_command(int argc, char** argv) {
   if (a.flag("json")) {
     std::printf("{\"shape\": \"%s\", \"hidden\": %ld, \"ffn\": %ld, \"experts\": %ld, \"top_k\": %ld, \"shared_experts\": %ld, "
                 "\"tokens\": %ld, \"dtype\": \"%s\", \"threads\": %ld, \"isa\": \"%s\", \"runs\": %zu, "
-                "\"ms_median\": %.4f, \"ms_min\": %.4f, \"ms_max\": %.4f, \"gflops\": %.3f, \"weight_bytes\": %.0f, \"gbps\": %.3f}\n",
+                "\"ms_median\": %.4f, \"ms_min\": %.4f, \"ms_max\": %.4f, \"gflops\": %.3f, \"weight_bytes\": %.0f, \"gbps\": %.3f, "
+                "\"bf16_math\": \"%s\"}\n",
                 json_escape(shape.name).c_str(), static_cast<long>(d), static_cast<long>(f), static_cast<long>(E),
                 static_cast<long>(k), static_cast<long>(S), static_cast<long>(T), dtype.c_str(), static_cast<long>(threads),
-                moekit::isa_name(moekit::active_isa()), ms.size(), median, ms.front(), ms.back(), gflops, bytes, gbps);
+                moekit::isa_name(moekit::active_isa()), ms.size(), median, ms.front(), ms.back(), gflops, bytes, gbps, math_used);
   } else {
-    std::printf("%s (d %ld, f %ld, E %ld, k %ld, shared %ld), T = %ld, %s, %ld thread(s), %s\n", shape.name,
+    std::printf("%s (d %ld, f %ld, E %ld, k %ld, shared %ld), T = %ld, %s%s%s, %ld thread(s), %s\n", shape.name,
                 static_cast<long>(d), static_cast<long>(f), static_cast<long>(E), static_cast<long>(k), static_cast<long>(S),
-                static_cast<long>(T), dtype.c_str(), static_cast<long>(threads), moekit::isa_name(moekit::active_isa()));
+                static_cast<long>(T), dtype.c_str(), wt == moekit::Dtype::bf16 ? " " : "",
+                wt == moekit::Dtype::bf16 ? math_used : "", static_cast<long>(threads), moekit::isa_name(moekit::active_isa()));
     std::printf("  median %.3f ms (min %.3f, max %.3f, %zu runs)\n", median, ms.front(), ms.back(), ms.size());
     std::printf("  %.1f GFLOP/s, %.1f GB/s of expert weights (%.1f MB, %.0f distinct experts)\n", gflops, gbps, bytes / 1e6,
                 distinct);
