@@ -57,15 +57,21 @@ inline std::uint32_t* pair_scratch(Index words) {
 }
 
 // MR rows x NP gate + up panels (W = 32 values, 64 bf16 per k-pair).
+// `next` (or null): the panels the call uses next, prefetched one k-pair row
+// per step (see avx512::gate_up_tile).
 template <int MR, int NP>
 MOEKIT_TARGET_AVX512_BF16 inline void gate_up_tile(const std::uint32_t* A, Index K2, const bf16* const* B, float* G,
-                                                   float* U, Index ldo, const __mmask16* mask) {
+                                                   float* U, Index ldo, const __mmask16* mask,
+                                                   const bf16* const* next = nullptr) {
   __m512 g[NP][MR], u[NP][MR];
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) g[q][r] = u[q][r] = _mm512_setzero_ps();
   for (Index kp = 0; kp < K2; ++kp) {
+    if (next)
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) avx512::prefetch_row<128>(next[q], kp);
     __m512bh bg[NP], bu[NP];
 #pragma GCC unroll 16
     for (int q = 0; q < NP; ++q) {
@@ -94,13 +100,16 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up_tile(const std::uint32_t* A, Index
 // MR rows x NP panels of Y = A·Wᵀ (W = 16 values, 32 bf16 per k-pair).
 template <int MR, int NP>
 MOEKIT_TARGET_AVX512_BF16 inline void down_tile(const std::uint32_t* A, Index K2, const bf16* const* B, float* Y,
-                                                Index ldy, const __mmask16* mask) {
+                                                Index ldy, const __mmask16* mask, const bf16* const* next = nullptr) {
   __m512 y[NP][MR];
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) y[q][r] = _mm512_setzero_ps();
   for (Index kp = 0; kp < K2; ++kp) {
+    if (next)
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) avx512::prefetch_row<64>(next[q], kp);
     __m512bh b[NP];
 #pragma GCC unroll 16
     for (int q = 0; q < NP; ++q) b[q] = (__m512bh)_mm512_loadu_si512(B[q] + kp * 32);
@@ -148,12 +157,14 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up(const float* A, Index lda, Index m
     }
   for (; p < p_end; ++p) {
     const PanelGroup<1> pg(packed, panel_elems, p, c1);
-    for (Index i = 0; i < m; i += avx512::kRows) {
-      const Index mr = (m - i) < avx512::kRows ? (m - i) : avx512::kRows;
+    const bf16* after[1] = {packed + (p + 1) * panel_elems};  // prefetched by the first row tile
+    for (Index t = 0, i = 0, mr = 0, tiles = avx512::row_tiles(m); t < tiles; ++t, i += mr) {
+      mr = avx512::tile_rows(m, tiles, t);
       const std::uint32_t* a = Ap + i * K2;
       float* g = G + i * ldo + p * kPanel;
       float* u = U + i * ldo + p * kPanel;
-#define MOEKIT_CALL(R) gate_up_tile<R, 1>(a, K2, pg.B, g, u, ldo, pg.mask)
+      const bf16* const* nx = t == 0 && p + 1 < p_end ? after : nullptr;
+#define MOEKIT_CALL(R) gate_up_tile<R, 1>(a, K2, pg.B, g, u, ldo, pg.mask, nx)
       MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
 #undef MOEKIT_CALL
     }
@@ -178,17 +189,19 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul(const float* A, Index lda, Index m,
     }
   for (; p + 2 <= p_end; p += 2) {
     const PanelGroup<2> pg(packed, panel_elems, p, c1);
-    for (Index i = 0; i < m; i += avx512::kRows) {
-      const Index mr = (m - i) < avx512::kRows ? (m - i) : avx512::kRows;
-#define MOEKIT_CALL(R) down_tile<R, 2>(Ap + i * K2, K2, pg.B, Y + i * ldy + p * kPanel, ldy, pg.mask)
+    const bf16* after[2] = {packed + (p + 2) * panel_elems, packed + (p + 3) * panel_elems};
+    for (Index t = 0, i = 0, mr = 0, tiles = avx512::row_tiles(m); t < tiles; ++t, i += mr) {
+      mr = avx512::tile_rows(m, tiles, t);
+      const bf16* const* nx = t == 0 && p + 4 <= p_end ? after : nullptr;
+#define MOEKIT_CALL(R) down_tile<R, 2>(Ap + i * K2, K2, pg.B, Y + i * ldy + p * kPanel, ldy, pg.mask, nx)
       MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
 #undef MOEKIT_CALL
     }
   }
   if (p < p_end) {
     const PanelGroup<1> pg(packed, panel_elems, p, c1);
-    for (Index i = 0; i < m; i += avx512::kRows) {
-      const Index mr = (m - i) < avx512::kRows ? (m - i) : avx512::kRows;
+    for (Index t = 0, i = 0, mr = 0, tiles = avx512::row_tiles(m); t < tiles; ++t, i += mr) {
+      mr = avx512::tile_rows(m, tiles, t);
 #define MOEKIT_CALL(R) down_tile<R, 1>(Ap + i * K2, K2, pg.B, Y + i * ldy + p * kPanel, ldy, pg.mask)
       MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
 #undef MOEKIT_CALL

@@ -41,6 +41,19 @@ inline __mmask16 column_mask(Index ncols) noexcept {
   return ncols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << ncols) - 1u);
 }
 
+// Asks for k-row k of a panel whose rows are N bytes (16 to 128) to be
+// brought into L2 ahead of use: once per cache line, not once per row.
+template <std::size_t N>
+inline void prefetch_row(const void* base, Index k) noexcept {
+  const char* c = static_cast<const char*>(base) + static_cast<std::size_t>(k) * N;
+  if constexpr (N >= 64) {
+    _mm_prefetch(c, _MM_HINT_T1);
+    if constexpr (N > 64) _mm_prefetch(c + 64, _MM_HINT_T1);
+  } else {
+    if (k % static_cast<Index>(64 / N) == 0) _mm_prefetch(c, _MM_HINT_T1);
+  }
+}
+
 // Weight sources: where a tile gets the 16 weights at (k, columns off..off+15)
 // of one panel, as f32. A tile is written once over a source, so f32, bf16,
 // f16, int8 and int4 panels share the same FMA schedule and summation order.
@@ -48,12 +61,16 @@ template <class T, Index W>
 struct PanelSource {  // f32 / f16 values, W per k-row
   const T* p;
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const { return load16(p + k * W + off); }
+  static constexpr bool kPrefetch = true;
+  void prefetch(Index k) const noexcept { prefetch_row<W * sizeof(T)>(p, k); }
 };
 // bf16 panels hold k-pairs (packing.hpp): the value for k is the 32-bit lane
 // shifted left by 16 (even k) or 0 (odd k), low half cleared.
 template <Index W>
 struct PanelSource<bf16, W> {
   const bf16* p;
+  static constexpr bool kPrefetch = true;
+  void prefetch(Index k) const noexcept { prefetch_row<W * sizeof(bf16)>(p, k); }  // k-pairs: same bytes per k
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
     const __m512i pairs = _mm512_loadu_si512(p + (k >> 1) * 2 * W + 2 * off);
     const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(16 - 16 * (k & 1)));
@@ -66,6 +83,10 @@ template <Index W>
 struct Int8Source {
   const std::uint8_t* codes;
   const float* scales;
+  // Quantised panels are small and decoding them keeps the core busy: the
+  // hardware prefetcher keeps up, and explicit prefetches measured slower.
+  static constexpr bool kPrefetch = false;
+  void prefetch(Index) const noexcept {}
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
     const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k * W + off)));
     return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps(scales + (k / kQuantGroup) * W + off));
@@ -77,6 +98,8 @@ template <Index W>
 struct Int4Source {
   const std::uint8_t* codes;
   const float* scales;
+  static constexpr bool kPrefetch = false;
+  void prefetch(Index) const noexcept {}
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
     const __m512 values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
     const std::uint8_t* row = codes + k * (W / 2);
@@ -113,15 +136,23 @@ struct QuantBank {
 // MR rows x NP panels of gate and up: 2·MR·NP accumulators. Every output is
 // one sequential sum over k whatever MR and NP are, so a row's bytes do not
 // depend on the tile shape (the batch-composition promise).
+// With `next` (not null), each k-step also prefetches the same k-row of the
+// panels the call will use next, so that panel arrives in L2 while this one
+// is being multiplied (a row tile reads a fresh panel faster than memory
+// delivers it).
 template <int MR, int NP, class Src>
 MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K, const Src* B, float* G,
-                                              float* U, Index ldo, const __mmask16* mask) {
+                                              float* U, Index ldo, const __mmask16* mask, const Src* next = nullptr) {
   __m512 g[NP][MR], u[NP][MR];
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) g[q][r] = u[q][r] = _mm512_setzero_ps();
   for (Index k = 0; k < K; ++k) {
+    if constexpr (Src::kPrefetch)
+      if (next)
+#pragma GCC unroll 16
+        for (int q = 0; q < NP; ++q) next[q].prefetch(k);
     __m512 bg[NP], bu[NP];
 #pragma GCC unroll 16
     for (int q = 0; q < NP; ++q) bg[q] = B[q](k, 0), bu[q] = B[q](k, 16);
@@ -147,13 +178,17 @@ MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K
 // MR rows x NP panels of Y = A·Wᵀ: MR·NP accumulators.
 template <int MR, int NP, class Src>
 MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, const Src* B, float* Y, Index ldy,
-                                           const __mmask16* mask) {
+                                           const __mmask16* mask, const Src* next = nullptr) {
   __m512 y[NP][MR];
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) y[q][r] = _mm512_setzero_ps();
   for (Index k = 0; k < K; ++k) {
+    if constexpr (Src::kPrefetch)
+      if (next)
+#pragma GCC unroll 16
+        for (int q = 0; q < NP; ++q) next[q].prefetch(k);
     __m512 b[NP];
 #pragma GCC unroll 16
     for (int q = 0; q < NP; ++q) b[q] = B[q](k, 0);
@@ -196,6 +231,13 @@ MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, c
     default: CALL(1); break;               \
   }
 
+// Row tiles of a call: as few as kRows allows, their sizes within one of each
+// other (64 rows: 11, 11, 11, 11, 10, 10 rather than 5 x 12 + 4), because a
+// thin tile reads as many weights per k as a full one for fewer FMAs. (Blocking
+// k for L1 was tried and lost 5-30%: the loads stream well from L2.)
+inline Index row_tiles(Index m) noexcept { return (m + kRows - 1) / kRows; }
+inline Index tile_rows(Index m, Index tiles, Index t) noexcept { return m / tiles + (t < m % tiles ? 1 : 0); }
+
 // NOTE: with few rows (decode) each accumulator is a chain of dependent FMAs,
 // so a one-panel tile waits on FMA latency rather than on memory; up to 6
 // rows the tiles therefore span 2 (gate + up) or 4 (down) panels, giving the
@@ -230,12 +272,14 @@ MOEKIT_TARGET_AVX512 inline void gate_up_panels(const float* A, Index lda, Index
       });
   for (; p < p_end; ++p)
     panel_group<1>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
-      for (Index i = 0; i < m; i += kRows) {
-        const Index mr = (m - i) < kRows ? (m - i) : kRows;
+      const auto after = bank(p + 1);  // the first row tile prefetches the next panel
+      for (Index t = 0, i = 0, mr = 0, tiles = row_tiles(m); t < tiles; ++t, i += mr) {
+        mr = tile_rows(m, tiles, t);
         const float* a = A + i * lda;
         float* g = G + i * ldo + p * kPanel;
         float* u = U + i * ldo + p * kPanel;
-#define MOEKIT_CALL(R) gate_up_tile<R, 1>(a, lda, K, B, g, u, ldo, mask)
+        const auto* nx = t == 0 && p + 1 < p_end ? &after : nullptr;
+#define MOEKIT_CALL(R) gate_up_tile<R, 1>(a, lda, K, B, g, u, ldo, mask, nx)
         MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
 #undef MOEKIT_CALL
       }
@@ -258,19 +302,21 @@ MOEKIT_TARGET_AVX512 inline void matmul_panels(const float* A, Index lda, Index 
       });
   for (; p + 2 <= p_end; p += 2)
     panel_group<2>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
-      for (Index i = 0; i < m; i += kRows) {
-        const Index mr = (m - i) < kRows ? (m - i) : kRows;
+      const decltype(bank(p)) after[2] = {bank(p + 2), bank(p + 3)};
+      for (Index t = 0, i = 0, mr = 0, tiles = row_tiles(m); t < tiles; ++t, i += mr) {
+        mr = tile_rows(m, tiles, t);
         const float* a = A + i * lda;
         float* y = Y + i * ldy + p * kPanel;
-#define MOEKIT_CALL(R) down_tile<R, 2>(a, lda, K, B, y, ldy, mask)
+        const auto* nx = t == 0 && p + 4 <= p_end ? after : nullptr;
+#define MOEKIT_CALL(R) down_tile<R, 2>(a, lda, K, B, y, ldy, mask, nx)
         MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
 #undef MOEKIT_CALL
       }
     });
   if (p < p_end)
     panel_group<1>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
-      for (Index i = 0; i < m; i += kRows) {
-        const Index mr = (m - i) < kRows ? (m - i) : kRows;
+      for (Index t = 0, i = 0, mr = 0, tiles = row_tiles(m); t < tiles; ++t, i += mr) {
+        mr = tile_rows(m, tiles, t);
         const float* a = A + i * lda;
         float* y = Y + i * ldy + p * kPanel;
 #define MOEKIT_CALL(R) down_tile<R, 1>(a, lda, K, B, y, ldy, mask)
