@@ -3,7 +3,7 @@
 //
 //   moekit bench [--shape NAME | --hidden D --ffn F --experts E --top-k K [--shared-experts S]]
 //                --tokens T [--dtype f32|bf16|f16|int8|int4] [--threads N] [--isa NAME]
-//                [--bf16-math dot|widen] [--json]
+//                [--bf16-math dot|widen] [--roofline] [--json]
 //
 // Random weights (scale 0.02, fixed seed), four random inputs cycled, two
 // warm-up runs, then repetitions until one second (at least 5, at most 200);
@@ -23,6 +23,7 @@
 #include <moekit/moekit.hpp>
 
 #include "cli.hpp"
+#include "roofline_command.hpp"
 
 namespace moekit_cli {
 
@@ -123,14 +124,21 @@ inline int bench_command(int argc, char** argv) {
   const double bytes = distinct * static_cast<double>(block.experts().bytes_of_expert(0)) + shared_bytes +
                        4.0 * static_cast<double>(E * d);
   const double gflops = flops / median / 1e6, gbps = bytes / median / 1e6;
+  const double read_gbps = a.flag("roofline") ? measure_read_gbps(static_cast<int>(threads), std::size_t(512) << 20, 3) : 0.0;
+  std::string roof;
+  if (read_gbps > 0.0) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, ", \"read_gbps\": %.2f, \"bandwidth_fraction\": %.3f", read_gbps, gbps / read_gbps);
+    roof = buf;
+  }
   if (a.flag("json")) {
     std::printf("{\"shape\": \"%s\", \"hidden\": %ld, \"ffn\": %ld, \"experts\": %ld, \"top_k\": %ld, \"shared_experts\": %ld, "
                 "\"tokens\": %ld, \"dtype\": \"%s\", \"threads\": %ld, \"isa\": \"%s\", \"runs\": %zu, "
                 "\"ms_median\": %.4f, \"ms_min\": %.4f, \"ms_max\": %.4f, \"gflops\": %.3f, \"weight_bytes\": %.0f, \"gbps\": %.3f, "
-                "\"bf16_math\": \"%s\"}\n",
+                "\"bf16_math\": \"%s\"%s}\n",
                 json_escape(shape.name).c_str(), static_cast<long>(d), static_cast<long>(f), static_cast<long>(E),
                 static_cast<long>(k), static_cast<long>(S), static_cast<long>(T), dtype.c_str(), static_cast<long>(threads),
-                moekit::isa_name(moekit::active_isa()), ms.size(), median, ms.front(), ms.back(), gflops, bytes, gbps, math_used);
+                moekit::isa_name(moekit::active_isa()), ms.size(), median, ms.front(), ms.back(), gflops, bytes, gbps, math_used, roof.c_str());
   } else {
     std::printf("%s (d %ld, f %ld, E %ld, k %ld, shared %ld), T = %ld, %s%s%s, %ld thread(s), %s\n", shape.name,
                 static_cast<long>(d), static_cast<long>(f), static_cast<long>(E), static_cast<long>(k), static_cast<long>(S),
@@ -139,6 +147,7 @@ inline int bench_command(int argc, char** argv) {
     std::printf("  median %.3f ms (min %.3f, max %.3f, %zu runs)\n", median, ms.front(), ms.back(), ms.size());
     std::printf("  %.1f GFLOP/s, %.1f GB/s of expert weights (%.1f MB, %.0f distinct experts)\n", gflops, gbps, bytes / 1e6,
                 distinct);
+    if (read_gbps > 0.0) std::printf("  read bandwidth now %.2f GB/s: %.0f%% of it\n", read_gbps, 100.0 * gbps / read_gbps);
   }
   return 0;
 }

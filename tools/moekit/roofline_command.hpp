@@ -35,6 +35,27 @@ double timed_threads(int n, F fn) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Read bandwidth with n threads: each sums its share of a `bytes` buffer
+// (far larger than the caches), best of `reps`. GB/s.
+inline double measure_read_gbps(int n, std::size_t bytes, int reps) {
+  const moekit::Isa isa = moekit::active_isa();
+  const std::size_t total = bytes / sizeof(float) / 64 * 64;
+  moekit::AlignedBuffer<float> buf(total);
+  for (std::size_t i = 0; i < total; i += 1024) buf[i] = 1.0f;
+  std::vector<float> sink(static_cast<std::size_t>(n));
+  double gbps = 0.0;
+  for (int rep = 0; rep < reps; ++rep) {
+    const double t = timed_threads(n, [&](int i) {
+      const std::size_t per = total / static_cast<std::size_t>(n) / 64 * 64, b = per * static_cast<std::size_t>(i);
+      sink[static_cast<std::size_t>(i)] = moekit::kernels::read_sum(isa, buf.data() + b, per);
+    });
+    gbps = std::max(gbps, static_cast<double>(total * sizeof(float)) / t / 1e9);
+  }
+  volatile float keep = 0.0f;
+  for (float v : sink) keep = keep + v;
+  return gbps;
+}
+
 inline int roofline_command(int argc, char** argv) {
   const Args a = parse_args(argc, argv, 2, {"threads"});
   const int n = static_cast<int>(a.get_int("threads", 1));
@@ -55,17 +76,7 @@ inline int roofline_command(int argc, char** argv) {
     }
   }
   // Read bandwidth: each thread sums its share of a 1 GiB buffer, best of 5.
-  const std::size_t total = (std::size_t(1) << 30) / sizeof(float);
-  moekit::AlignedBuffer<float> buf(total);
-  for (std::size_t i = 0; i < total; i += 1024) buf[i] = 1.0f;
-  double gbps = 0.0;
-  for (int rep = 0; rep < 5; ++rep) {
-    const double t = timed_threads(n, [&](int i) {
-      const std::size_t per = total / static_cast<std::size_t>(n) / 64 * 64, b = per * static_cast<std::size_t>(i);
-      sink[static_cast<std::size_t>(i)] = moekit::kernels::read_sum(isa, buf.data() + b, per);
-    });
-    gbps = std::max(gbps, static_cast<double>(total * sizeof(float)) / t / 1e9);
-  }
+  const double gbps = measure_read_gbps(n, std::size_t(1) << 30, 5);
   float checksum = 0.0f;
   for (float v : sink) checksum += v;
   if (a.flag("json")) {
