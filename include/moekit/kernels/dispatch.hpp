@@ -234,10 +234,8 @@ inline const KernelTable& table_for(Isa isa) noexcept {
                                       &avx2::gate_up<bf16>, &avx2::matmul<bf16>,
                                       &avx2::gate_up<f16>, &avx2::matmul<f16>,
                                       &avx2::silu_mul_f32,
-                                      &detail::gate_up_dequant<&avx2::gate_up<float>, &detail::dequant_panel_avx2, 8>,
-                                      &detail::gate_up_dequant<&avx2::gate_up<float>, &detail::dequant_panel_avx2, 4>,
-                                      &detail::matmul_dequant<&avx2::matmul<float>, &detail::dequant_panel_avx2, 8>,
-                                      &detail::matmul_dequant<&avx2::matmul<float>, &detail::dequant_panel_avx2, 4>,
+                                      &avx2::gate_up_quant<8>, &avx2::gate_up_quant<4>,
+                                      &avx2::matmul_quant<8>, &avx2::matmul_quant<4>,
                                       &detail::dequant_panel_avx2};
   static const KernelTable avx512_table{Isa::avx512,
                                         &avx512::gate_up<float>, &avx512::matmul<float>,

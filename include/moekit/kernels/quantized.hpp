@@ -11,10 +11,11 @@
 // up half in the high ones, so a kernel unpacks a row with one shift.) Symmetric quantisation: scale = max|w| / qmax over
 // the group (qmax 127 or 7), code = round(w / scale). Quantising also writes
 // the dequantised values code · scale back into the f32 master weights, so the
-// reference and the kernels compute with exactly the same weights. AVX-512
-// kernels decode the codes in registers as they stream them
-// (avx512/gemm_f32.hpp); the other ISAs dequantise one panel into a per-thread
-// f32 buffer and run their f32 panel kernel on it (dispatch.hpp).
+// reference and the kernels compute with exactly the same weights. AVX-512 and
+// AVX2 kernels decode the codes in registers as they stream them
+// (avx512/gemm_f32.hpp, avx2/gemm_f32.hpp); scalar and NEON dequantise one
+// panel into a per-thread f32 buffer and run their f32 panel kernel on it
+// (dispatch.hpp).
 #pragma once
 
 #include <algorithm>

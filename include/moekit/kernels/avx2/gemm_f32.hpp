@@ -12,7 +12,10 @@
 #ifdef MOEKIT_HAVE_X86_KERNELS
 #include <cmath>
 
+#include <cstdint>
+
 #include "../packing.hpp"
+#include "../quantized.hpp"
 #include "../../core/dtype.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
@@ -44,11 +47,34 @@ MOEKIT_TARGET_AVX2 inline __m256 weights8(const T* B, Index k, Index off) {
   }
 }
 
+// int8 / int4 panels (quantized.hpp) as weight sources: the 8 codes at
+// (k, off..off+7) decoded in registers and multiplied by their group scale,
+// which rounds exactly as the dequantised master weight does.
+template <int Bits>
+struct QuantPanel {
+  const std::uint8_t* codes;
+  const float* scales;
+};
+template <Index W, int Bits>
+MOEKIT_TARGET_AVX2 inline __m256 weights8(const QuantPanel<Bits>& B, Index k, Index off) {
+  __m256i q;
+  if constexpr (Bits == 8) {
+    q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(B.codes + k * W + off)));
+  } else {
+    // Columns [0, W/2) sit in the low nibbles of the row's W/2 bytes, [W/2, W) in the high ones.
+    const Index half = off / (W / 2), byte = off % (W / 2);
+    __m256i n = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(B.codes + k * (W / 2) + byte)));
+    if (half) n = _mm256_srli_epi32(n, 4);
+    q = _mm256_sub_epi32(_mm256_and_si256(n, _mm256_set1_epi32(0x0f)), _mm256_set1_epi32(8));
+  }
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_loadu_ps(B.scales + (k / kQuantGroup) * W + off));
+}
+
 constexpr int kGateUpRows = 3;
 constexpr int kDownRows = 6;
 
-template <int MR, class T>
-MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, const T* B, float* G, float* U,
+template <int MR, class Src>
+MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, Src B, float* G, float* U,
                                             Index ldo) {
   __m256 g0[MR], g1[MR], u0[MR], u1[MR];
 #pragma GCC unroll 8
@@ -74,8 +100,8 @@ MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, 
   }
 }
 
-template <int MR, class T>
-MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, const T* B, float* Y, Index ldy) {
+template <int MR, class Src>
+MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, Src B, float* Y, Index ldy) {
   __m256 y0[MR], y1[MR];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) y0[r] = y1[r] = _mm256_setzero_ps();
@@ -95,13 +121,13 @@ MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, con
   }
 }
 
-template <class T = float>
-MOEKIT_TARGET_AVX2 inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed, Index f,
-                                       Index c0, Index c1, float* G, float* U, Index ldo) {
-  (void)f;
+// Hidden columns [c0, c1) panel by panel; bank(p) is panel p's weight source.
+template <class Bank>
+MOEKIT_TARGET_AVX2 inline void gate_up_panels(const float* A, Index lda, Index m, Index K, const Bank& bank, Index c0,
+                                              Index c1, float* G, float* U, Index ldo) {
   alignas(32) float tg[kGateUpRows * kPanel], tu[kGateUpRows * kPanel];
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    const T* B = packed + p * packed_k<T>(K) * 2 * kPanel;
+    const auto B = bank(p);
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     for (Index i = 0; i < m; i += kGateUpRows) {
       const Index mr = (m - i) < kGateUpRows ? (m - i) : kGateUpRows;
@@ -125,13 +151,13 @@ MOEKIT_TARGET_AVX2 inline void gate_up(const float* A, Index lda, Index m, Index
   }
 }
 
-template <class T = float>
-MOEKIT_TARGET_AVX2 inline void matmul(const float* A, Index lda, Index m, Index K, const T* packed, Index N,
-                                      Index c0, Index c1, float* Y, Index ldy) {
-  (void)N;
+// Output columns [c0, c1) panel by panel; bank(p) is panel p's weight source.
+template <class Bank>
+MOEKIT_TARGET_AVX2 inline void matmul_panels(const float* A, Index lda, Index m, Index K, const Bank& bank, Index c0,
+                                             Index c1, float* Y, Index ldy) {
   alignas(32) float ty[kDownRows * kPanel];
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    const T* B = packed + p * packed_k<T>(K) * kPanel;
+    const auto B = bank(p);
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     for (Index i = 0; i < m; i += kDownRows) {
       const Index mr = (m - i) < kDownRows ? (m - i) : kDownRows;
@@ -152,6 +178,50 @@ MOEKIT_TARGET_AVX2 inline void matmul(const float* A, Index lda, Index m, Index 
           for (Index j = 0; j < ncols; ++j) Y[(i + r) * ldy + p * kPanel + j] = ty[r * kPanel + j];
     }
   }
+}
+
+template <class T>
+struct PanelBank {  // f32 / bf16 / f16 packed panels of W values per k-row
+  const T* packed;
+  Index K, W;
+  const T* operator()(Index p) const noexcept { return packed + p * packed_k<T>(K) * W; }
+};
+template <int Bits>
+struct QuantBank {
+  const std::uint8_t* codes;
+  const float* scales;
+  Index K, W;
+  QuantPanel<Bits> operator()(Index p) const noexcept {
+    return {codes + p * quant_panel_code_bytes(K, W, Bits), scales + p * quant_panel_scales(K, W)};
+  }
+};
+
+template <class T = float>
+MOEKIT_TARGET_AVX2 inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed, Index f,
+                                       Index c0, Index c1, float* G, float* U, Index ldo) {
+  (void)f;
+  gate_up_panels(A, lda, m, K, PanelBank<T>{packed, K, 2 * kPanel}, c0, c1, G, U, ldo);
+}
+template <class T = float>
+MOEKIT_TARGET_AVX2 inline void matmul(const float* A, Index lda, Index m, Index K, const T* packed, Index N,
+                                      Index c0, Index c1, float* Y, Index ldy) {
+  (void)N;
+  matmul_panels(A, lda, m, K, PanelBank<T>{packed, K, kPanel}, c0, c1, Y, ldy);
+}
+
+/// Fused int8 (Bits = 8) / int4 (Bits = 4) kernels over quantized.hpp panels.
+template <int Bits>
+MOEKIT_TARGET_AVX2 inline void gate_up_quant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
+                                             const float* scales, Index f, Index c0, Index c1, float* G, float* U,
+                                             Index ldo) {
+  (void)f;
+  gate_up_panels(A, lda, m, K, QuantBank<Bits>{codes, scales, K, 2 * kPanel}, c0, c1, G, U, ldo);
+}
+template <int Bits>
+MOEKIT_TARGET_AVX2 inline void matmul_quant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
+                                            const float* scales, Index N, Index c0, Index c1, float* Y, Index ldy) {
+  (void)N;
+  matmul_panels(A, lda, m, K, QuantBank<Bits>{codes, scales, K, kPanel}, c0, c1, Y, ldy);
 }
 
 /// exp(x) for 8 lanes (see the AVX-512 version).
