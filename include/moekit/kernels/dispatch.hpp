@@ -141,31 +141,29 @@ inline float* panel_scratch(Index floats) {
   return buf.data();
 }
 
-using DequantFn = void (*)(const std::uint8_t*, const float*, Index, Index, int, float*);
-
-// Quantised kernels for ISAs without fused ones: dequantise one panel into the
+// Quantised kernels for ISAs without fused ones (scalar, NEON): dequantise one panel into the
 // per-thread buffer, run that ISA's f32 kernel on it, next panel.
 template <void (*GateUpF32)(const float*, Index, Index, Index, const float*, Index, Index, Index, float*, float*, Index),
-          DequantFn Dequant, int Bits>
+          int Bits>
 inline void gate_up_dequant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes, const float* scales,
                             Index f, Index c0, Index c1, float* G, float* U, Index ldo) {
   (void)f;
   float* buf = panel_scratch(K * 2 * kPanel);
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    Dequant(codes + p * quant_panel_code_bytes(K, 2 * kPanel, Bits), scales + p * quant_panel_scales(K, 2 * kPanel), K,
+    dequant_panel_scalar(codes + p * quant_panel_code_bytes(K, 2 * kPanel, Bits), scales + p * quant_panel_scales(K, 2 * kPanel), K,
             2 * kPanel, Bits, buf);
     const Index ncols = std::min(kPanel, c1 - p * kPanel);
     GateUpF32(A, lda, m, K, buf, kPanel, 0, ncols, G + p * kPanel, U + p * kPanel, ldo);
   }
 }
 template <void (*MatmulF32)(const float*, Index, Index, Index, const float*, Index, Index, Index, float*, Index),
-          DequantFn Dequant, int Bits>
+          int Bits>
 inline void matmul_dequant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes, const float* scales,
                            Index N, Index c0, Index c1, float* Y, Index ldy) {
   (void)N;
   float* buf = panel_scratch(K * kPanel);
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    Dequant(codes + p * quant_panel_code_bytes(K, kPanel, Bits), scales + p * quant_panel_scales(K, kPanel), K, kPanel,
+    dequant_panel_scalar(codes + p * quant_panel_code_bytes(K, kPanel, Bits), scales + p * quant_panel_scales(K, kPanel), K, kPanel,
             Bits, buf);
     const Index ncols = std::min(kPanel, c1 - p * kPanel);
     MatmulF32(A, lda, m, K, buf, kPanel, 0, ncols, Y + p * kPanel, ldy);
@@ -199,8 +197,6 @@ struct KernelTable {
                              const float* scales, Index N, Index c0, Index c1, float* Y, Index ldy);
   QGateUpFn gate_up_q8, gate_up_q4;
   QMatmulFn matmul_q8, matmul_q4;
-  /// How this ISA dequantises a panel (what the fallbacks use; tests compare it with scalar).
-  detail::DequantFn dequant;
   /// bf16 weights times bf16-rounded activations (vdpbf16ps); null where the ISA lacks it.
   GateUpFn<bf16> gate_up_bf16_dot = nullptr;
   MatmulFn<bf16> matmul_bf16_dot = nullptr;
@@ -223,11 +219,10 @@ inline const KernelTable& table_for(Isa isa) noexcept {
                                         &scalar::gate_up<bf16>, &scalar::matmul<bf16>,
                                         &scalar::gate_up<f16>, &scalar::matmul<f16>,
                                         &scalar::silu_mul_f32,
-                                        &detail::gate_up_dequant<&scalar::gate_up<float>, &detail::dequant_panel_scalar, 8>,
-                                        &detail::gate_up_dequant<&scalar::gate_up<float>, &detail::dequant_panel_scalar, 4>,
-                                        &detail::matmul_dequant<&scalar::matmul<float>, &detail::dequant_panel_scalar, 8>,
-                                        &detail::matmul_dequant<&scalar::matmul<float>, &detail::dequant_panel_scalar, 4>,
-                                        &detail::dequant_panel_scalar};
+                                        &detail::gate_up_dequant<&scalar::gate_up<float>, 8>,
+                                        &detail::gate_up_dequant<&scalar::gate_up<float>, 4>,
+                                        &detail::matmul_dequant<&scalar::matmul<float>, 8>,
+                                        &detail::matmul_dequant<&scalar::matmul<float>, 4>};
 #if defined(MOEKIT_HAVE_X86_KERNELS)
   static const KernelTable avx2_table{Isa::avx2,
                                       &avx2::gate_up<float>, &avx2::matmul<float>,
@@ -235,16 +230,14 @@ inline const KernelTable& table_for(Isa isa) noexcept {
                                       &avx2::gate_up<f16>, &avx2::matmul<f16>,
                                       &avx2::silu_mul_f32,
                                       &avx2::gate_up_quant<8>, &avx2::gate_up_quant<4>,
-                                      &avx2::matmul_quant<8>, &avx2::matmul_quant<4>,
-                                      &detail::dequant_panel_avx2};
+                                      &avx2::matmul_quant<8>, &avx2::matmul_quant<4>};
   static const KernelTable avx512_table{Isa::avx512,
                                         &avx512::gate_up<float>, &avx512::matmul<float>,
                                         &avx512::gate_up<bf16>, &avx512::matmul<bf16>,
                                         &avx512::gate_up<f16>, &avx512::matmul<f16>,
                                         &avx512::silu_mul_f32,
                                         &avx512::gate_up_quant<8>, &avx512::gate_up_quant<4>,
-                                        &avx512::matmul_quant<8>, &avx512::matmul_quant<4>,
-                                        &detail::dequant_panel_avx512};
+                                        &avx512::matmul_quant<8>, &avx512::matmul_quant<4>};
   static const KernelTable avx512_bf16_table = [] {
     KernelTable t = avx512_table;
     t.isa = Isa::avx512_bf16;
@@ -265,11 +258,10 @@ inline const KernelTable& table_for(Isa isa) noexcept {
                                       &scalar::gate_up<bf16>, &scalar::matmul<bf16>,
                                       &scalar::gate_up<f16>, &scalar::matmul<f16>,
                                       &neon::silu_mul_f32,
-                                      &detail::gate_up_dequant<&neon::gate_up, &detail::dequant_panel_scalar, 8>,
-                                      &detail::gate_up_dequant<&neon::gate_up, &detail::dequant_panel_scalar, 4>,
-                                      &detail::matmul_dequant<&neon::matmul, &detail::dequant_panel_scalar, 8>,
-                                      &detail::matmul_dequant<&neon::matmul, &detail::dequant_panel_scalar, 4>,
-                                      &detail::dequant_panel_scalar};
+                                      &detail::gate_up_dequant<&neon::gate_up, 8>,
+                                      &detail::gate_up_dequant<&neon::gate_up, 4>,
+                                      &detail::matmul_dequant<&neon::matmul, 8>,
+                                      &detail::matmul_dequant<&neon::matmul, 4>};
   if (isa == Isa::neon) return neon_table;
 #endif
   (void)isa;
@@ -278,12 +270,6 @@ inline const KernelTable& table_for(Isa isa) noexcept {
 
 /// The kernels of the active ISA.
 inline const KernelTable& active() noexcept { return table_for(active_isa()); }
-
-/// Dequantises one panel (K rows of W values) into `out` [K * W] f32 the way `isa` does.
-inline void dequant_panel(Isa isa, const std::uint8_t* codes, const float* scales, Index K, Index W, int bits,
-                          float* out) {
-  table_for(isa).dequant(codes, scales, K, W, bits, out);
-}
 
 }  // namespace kernels
 

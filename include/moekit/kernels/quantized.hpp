@@ -24,7 +24,6 @@
 #include <cstring>
 
 #include "packing.hpp"
-#include "target.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
 namespace kernels {
@@ -96,57 +95,6 @@ inline void dequant_panel_scalar(const std::uint8_t* codes, const float* scales,
   }
 }
 
-#ifdef MOEKIT_HAVE_X86_KERNELS
-MOEKIT_SIMD_WARNINGS_PUSH
-// The 16 int4 codes (0..15, code + 8) of columns [j, j + 16) of one k-row
-// (W / 2 bytes at `row`), as bytes in column order.
-MOEKIT_TARGET_AVX2 inline __m128i int4_row16(const std::uint8_t* row, Index W, Index j, __m128i low) {
-  if (W == 32) {  // gate half: low nibbles, up half: high nibbles
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
-    return j == 0 ? _mm_and_si128(b, low) : _mm_and_si128(_mm_srli_epi16(b, 4), low);
-  }
-  // W = 16: columns 0..7 in the low nibbles of 8 bytes, 8..15 in the high ones
-  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row));
-  return _mm_unpacklo_epi64(_mm_and_si128(b, low), _mm_and_si128(_mm_srli_epi16(b, 4), low));
-}
-
-MOEKIT_TARGET_AVX512 inline void dequant_panel_avx512(const std::uint8_t* codes, const float* scales, Index K,
-                                                      Index W, int bits, float* out) {
-  const __m128i low = _mm_set1_epi8(0x0f);
-  for (Index k = 0; k < K; ++k) {
-    const float* s = scales + (k / kQuantGroup) * W;
-    for (Index j = 0; j < W; j += 16) {
-      __m512i v;
-      if (bits == 8) {
-        v = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k * W + j)));
-      } else {
-        v = _mm512_sub_epi32(_mm512_cvtepu8_epi32(int4_row16(codes + k * (W / 2), W, j, low)), _mm512_set1_epi32(8));
-      }
-      _mm512_storeu_ps(out + k * W + j, _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(s + j)));
-    }
-  }
-}
-MOEKIT_TARGET_AVX2 inline void dequant_panel_avx2(const std::uint8_t* codes, const float* scales, Index K, Index W,
-                                                  int bits, float* out) {
-  const __m128i low = _mm_set1_epi8(0x0f);
-  for (Index k = 0; k < K; ++k) {
-    const float* s = scales + (k / kQuantGroup) * W;
-    for (Index j = 0; j < W; j += 16) {
-      __m128i bytes;  // 16 codes as signed bytes
-      if (bits == 8) {
-        bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k * W + j));
-      } else {
-        bytes = _mm_sub_epi8(int4_row16(codes + k * (W / 2), W, j, low), _mm_set1_epi8(8));
-      }
-      const __m256 a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
-      const __m256 b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)));
-      _mm256_storeu_ps(out + k * W + j, _mm256_mul_ps(a, _mm256_loadu_ps(s + j)));
-      _mm256_storeu_ps(out + k * W + j + 8, _mm256_mul_ps(b, _mm256_loadu_ps(s + j + 8)));
-    }
-  }
-}
-MOEKIT_SIMD_WARNINGS_POP
-#endif
 
 }  // namespace detail
 

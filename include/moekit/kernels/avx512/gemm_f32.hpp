@@ -14,7 +14,6 @@
 #include <cmath>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "../packing.hpp"
 #include "../quantized.hpp"
@@ -77,10 +76,12 @@ struct PanelSource<bf16, W> {
     return _mm512_castsi512_ps(_mm512_and_si512(_mm512_sll_epi32(pairs, shift), _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
   }
 };
-// int8 codes times their group's scale (quantized.hpp): the product rounds
-// exactly as the dequantised master weight does.
-template <Index W>
-struct Int8Source {
+// int8 / int4 codes times their group's scale (quantized.hpp): the product
+// rounds exactly as the dequantised master weight does. int4 codes go through
+// a lookup of the 16 code values (-8..7 as f32) indexed by the nibble (vpermps
+// reads only the low 4 bits of each lane).
+template <int Bits, Index W>
+struct QuantSource {
   const std::uint8_t* codes;
   const float* scales;
   // Quantised panels are small and decoding them keeps the core busy: the
@@ -88,30 +89,23 @@ struct Int8Source {
   static constexpr bool kPrefetch = false;
   void prefetch(Index) const noexcept {}
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
-    const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k * W + off)));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps(scales + (k / kQuantGroup) * W + off));
-  }
-};
-// int4 codes: a lookup of the 16 code values (-8..7 as f32) indexed by the
-// nibble (vpermps reads only the low 4 bits of each lane), times the scale.
-template <Index W>
-struct Int4Source {
-  const std::uint8_t* codes;
-  const float* scales;
-  static constexpr bool kPrefetch = false;
-  void prefetch(Index) const noexcept {}
-  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
-    const __m512 values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-    const std::uint8_t* row = codes + k * (W / 2);
-    __m512i lanes;
-    if constexpr (W == 32) {  // 16 bytes: gate in the low nibbles, up in the high ones
-      lanes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
-      if (off != 0) lanes = _mm512_srli_epi32(lanes, 4);
-    } else {  // 8 bytes: columns 0..7 low nibbles, 8..15 high nibbles
-      const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row)));
-      lanes = _mm512_inserti64x4(_mm512_castsi256_si512(b), _mm256_srli_epi32(b, 4), 1);
+    const __m512 scale = _mm512_loadu_ps(scales + (k / kQuantGroup) * W + off);
+    if constexpr (Bits == 8) {
+      const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k * W + off)));
+      return _mm512_mul_ps(_mm512_cvtepi32_ps(q), scale);
+    } else {
+      const __m512 values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+      const std::uint8_t* row = codes + k * (W / 2);
+      __m512i lanes;
+      if constexpr (W == 32) {  // 16 bytes: gate in the low nibbles, up in the high ones
+        lanes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+        if (off != 0) lanes = _mm512_srli_epi32(lanes, 4);
+      } else {  // 8 bytes: columns 0..7 low nibbles, 8..15 high nibbles
+        const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row)));
+        lanes = _mm512_inserti64x4(_mm512_castsi256_si512(b), _mm256_srli_epi32(b, 4), 1);
+      }
+      return _mm512_mul_ps(_mm512_permutexvar_ps(lanes, values), scale);
     }
-    return _mm512_mul_ps(_mm512_permutexvar_ps(lanes, values), _mm512_loadu_ps(scales + (k / kQuantGroup) * W + off));
   }
 };
 
@@ -124,7 +118,7 @@ struct PanelBank {
 };
 template <int Bits, Index W>
 struct QuantBank {
-  using Source = std::conditional_t<Bits == 8, Int8Source<W>, Int4Source<W>>;
+  using Source = QuantSource<Bits, W>;
   const std::uint8_t* codes;
   const float* scales;
   Index K;
