@@ -31,7 +31,9 @@ class PerIsa : public ::testing::TestWithParam<Isa> {
   void TearDown() override { moekit::clear_max_isa(); }
 };
 
-std::string isa_test_name(const ::testing::TestParamInfo<Isa>& info) { return moekit::isa_name(info.param); }
+std::string isa_test_name(const ::testing::TestParamInfo<Isa>& info) {
+  return moekit::isa_name(info.param);
+}
 
 TEST_P(PerIsa, CapIsHonoured) {
   EXPECT_EQ(moekit::active_isa(), GetParam());
@@ -45,14 +47,16 @@ TEST_P(PerIsa, MatmulAndGateUpOnOddShapes) {
     for (Index K : {1, 7, 8, 9, 15, 16, 17, 64})
       for (Index N : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48}) {
         const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(m * 1000 + K * 10 + N));
-        const Matrix W = random_matrix(N, K, static_cast<std::uint32_t>(N + 7)), W2 = random_matrix(N, K, static_cast<std::uint32_t>(N + 8));
+        const Matrix W = random_matrix(N, K, static_cast<std::uint32_t>(N + 7)),
+                     W2 = random_matrix(N, K, static_cast<std::uint32_t>(N + 8));
         AlignedBuffer<float> p(static_cast<std::size_t>(kernels::packed_size(N, K)));
         AlignedBuffer<float> pgu(static_cast<std::size_t>(kernels::packed_gate_up_size(N, K)));
         kernels::pack_panels(W.data(), N, K, p.data());
         kernels::pack_gate_up(W.data(), W2.data(), N, K, pgu.data());
         const Eigen::MatrixXd ref = A.cast<double>() * W.cast<double>().transpose();
         const Eigen::MatrixXd ref2 = A.cast<double>() * W2.cast<double>().transpose();
-        const double tol = 1e-5 * std::sqrt(static_cast<double>(K)) * std::max(1.0, ref.cwiseAbs().maxCoeff());
+        const double tol =
+            1e-5 * std::sqrt(static_cast<double>(K)) * std::max(1.0, ref.cwiseAbs().maxCoeff());
         // Whole range, and a split at a panel boundary: both halves written, nothing else.
         for (Index split : {N, (N > 16 ? Index(16) : N)}) {
           Matrix Y = Matrix::Constant(m, N, 777.0f), G = Y, U = Y;
@@ -63,9 +67,12 @@ TEST_P(PerIsa, MatmulAndGateUpOnOddShapes) {
             k.matmul_f32(A.data(), K, m, K, p.data(), N, split, N, Y.data(), N);
             k.gate_up_f32(A.data(), K, m, K, pgu.data(), N, split, N, G.data(), U.data(), N);
           }
-          ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << "matmul m=" << m << " K=" << K << " N=" << N;
-          ASSERT_LE((G.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << "gate m=" << m << " K=" << K << " N=" << N;
-          ASSERT_LE((U.cast<double>() - ref2).cwiseAbs().maxCoeff(), tol) << "up m=" << m << " K=" << K << " N=" << N;
+          ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol)
+              << "matmul m=" << m << " K=" << K << " N=" << N;
+          ASSERT_LE((G.cast<double>() - ref).cwiseAbs().maxCoeff(), tol)
+              << "gate m=" << m << " K=" << K << " N=" << N;
+          ASSERT_LE((U.cast<double>() - ref2).cwiseAbs().maxCoeff(), tol)
+              << "up m=" << m << " K=" << K << " N=" << N;
         }
       }
 }
@@ -74,15 +81,20 @@ TEST_P(PerIsa, SiluMulAccuracyIncludingExtremes) {
   const auto& k = kernels::active();
   std::vector<float> g, u;
   for (int i = -2000; i <= 2000; ++i) g.push_back(static_cast<float>(i) * 0.05f);
-  for (float v : {-1e30f, -200.0f, -88.5f, -87.0f, 87.0f, 88.5f, 200.0f, 1e30f, 0.0f, -0.0f}) g.push_back(v);
-  for (std::size_t i = 0; i < g.size(); ++i) u.push_back(1.0f + 0.001f * static_cast<float>(i % 97));
+  for (float v : {-1e30f, -200.0f, -88.5f, -87.0f, 87.0f, 88.5f, 200.0f, 1e30f, 0.0f, -0.0f})
+    g.push_back(v);
+  for (std::size_t i = 0; i < g.size(); ++i)
+    u.push_back(1.0f + 0.001f * static_cast<float>(i % 97));
   for (Index n : {Index(g.size()), Index(1), Index(15), Index(17)}) {
     std::vector<float> h(static_cast<std::size_t>(n));
     k.silu_mul_f32(g.data(), u.data(), h.data(), n);
     for (Index i = 0; i < n; ++i) {
-      const double gi = g[static_cast<std::size_t>(i)], ref = gi / (1.0 + std::exp(-gi)) * u[static_cast<std::size_t>(i)];
+      const double gi = g[static_cast<std::size_t>(i)],
+                   ref = gi / (1.0 + std::exp(-gi)) * u[static_cast<std::size_t>(i)];
       ASSERT_TRUE(std::isfinite(h[static_cast<std::size_t>(i)])) << gi;
-      ASSERT_NEAR(h[static_cast<std::size_t>(i)], ref, 1e-6 * std::max(1e-30, std::fabs(ref)) + 1e-30) << "g = " << gi;
+      ASSERT_NEAR(h[static_cast<std::size_t>(i)], ref,
+                  1e-6 * std::max(1e-30, std::fabs(ref)) + 1e-30)
+          << "g = " << gi;
     }
   }
   // In place (h aliases g), as the experts use it.
@@ -92,13 +104,19 @@ TEST_P(PerIsa, SiluMulAccuracyIncludingExtremes) {
 }
 
 TEST_P(PerIsa, BlockMatchesReferenceAndIsThreadInvariant) {
-  struct Case { Index T, E, k, d, f; };
-  for (const Case c : {Case{1, 8, 2, 33, 47}, Case{7, 8, 2, 16, 16}, Case{64, 16, 4, 17, 15}, Case{200, 8, 8, 40, 70}, Case{33, 64, 2, 31, 33}}) {
-    moekit::SwiGluMoEBlock block = moekit_test::random_block(c.E, c.d, c.f, c.k, static_cast<std::uint32_t>(c.T + c.E));
+  struct Case {
+    Index T, E, k, d, f;
+  };
+  for (const Case c : {Case{1, 8, 2, 33, 47}, Case{7, 8, 2, 16, 16}, Case{64, 16, 4, 17, 15},
+                       Case{200, 8, 8, 40, 70}, Case{33, 64, 2, 31, 33}}) {
+    moekit::SwiGluMoEBlock block =
+        moekit_test::random_block(c.E, c.d, c.f, c.k, static_cast<std::uint32_t>(c.T + c.E));
     const Matrix x = random_matrix(c.T, c.d, 3);
     const Matrix y = block.forward(x);
     const Matrix ref = moekit::reference::forward(block, x);
-    EXPECT_LE(moekit_test::max_abs_diff(y, ref), moekit_test::kBlockTolerance * moekit_test::scale_of(ref)) << c.T << "x" << c.d;
+    EXPECT_LE(moekit_test::max_abs_diff(y, ref),
+              moekit_test::kBlockTolerance * moekit_test::scale_of(ref))
+        << c.T << "x" << c.d;
     for (int threads : {2, 3, 5}) {
       moekit::ThreadPoolExecutor pool(threads);
       Matrix y2(c.T, c.d);
@@ -118,13 +136,15 @@ TEST_P(PerIsa, AllTokensOnOneExpertAndEmptyExperts) {
   moekit::SwiGluMoEBlock block = moekit_test::random_block(E, d, f, 1, 5);
   Matrix w = Matrix::Zero(E, d);
   w(6, 0) = 20.0f;
-  block = moekit::SwiGluMoEBlock(moekit::Router<>(w, moekit::RouterOptions().with_top_k(1)), block.experts());
+  block = moekit::SwiGluMoEBlock(moekit::Router<>(w, moekit::RouterOptions().with_top_k(1)),
+                                 block.experts());
   Matrix x = random_matrix(T, d, 6);
   x.col(0).setConstant(1.0f);
   const Matrix y = block.forward(x);
   EXPECT_EQ(block.last_groups().count(6), T);
   const Matrix ref = moekit::reference::forward(block, x);
-  EXPECT_LE(moekit_test::max_abs_diff(y, ref), moekit_test::kBlockTolerance * moekit_test::scale_of(ref));
+  EXPECT_LE(moekit_test::max_abs_diff(y, ref),
+            moekit_test::kBlockTolerance * moekit_test::scale_of(ref));
   moekit::ThreadPoolExecutor pool(2);
   Matrix y2(T, d);
   block.forward(x, y2, pool);
@@ -153,7 +173,8 @@ void check_half_kernels() {
         k.gate_up(pgu.data())(A.data(), K, m, K, pgu.data(), N, 0, N, G.data(), U.data(), N);
         const Eigen::MatrixXd ref = A.cast<double>() * W.cast<double>().transpose();
         const Eigen::MatrixXd ref2 = A.cast<double>() * W2.cast<double>().transpose();
-        const double tol = 1e-5 * std::sqrt(static_cast<double>(K)) * std::max(1.0, ref.cwiseAbs().maxCoeff());
+        const double tol =
+            1e-5 * std::sqrt(static_cast<double>(K)) * std::max(1.0, ref.cwiseAbs().maxCoeff());
         ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << m << " " << K << " " << N;
         ASSERT_LE((G.cast<double>() - ref).cwiseAbs().maxCoeff(), tol);
         ASSERT_LE((U.cast<double>() - ref2).cwiseAbs().maxCoeff(), tol);
@@ -176,7 +197,8 @@ TEST_P(PerIsa, Bf16DotKernelsAgainstRoundedProducts) {
     GTEST_SKIP() << "no vdpbf16ps on " << moekit::isa_name(GetParam());
   }
   const auto round = [](Matrix m) {
-    for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(moekit::bf16(m.data()[i]));
+    for (Index i = 0; i < m.size(); ++i)
+      m.data()[i] = static_cast<float>(moekit::bf16(m.data()[i]));
     return m;
   };
   for (Index m : {1, 2, 6, 7, 12, 13, 30})
@@ -184,13 +206,17 @@ TEST_P(PerIsa, Bf16DotKernelsAgainstRoundedProducts) {
       for (Index N : {1, 15, 16, 17, 40, 64, 70}) {
         const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(3 * m + K + N));
         const Matrix W = round(random_matrix(N, K, 15)), W2 = round(random_matrix(N, K, 16));
-        AlignedBuffer<moekit::bf16> p(static_cast<std::size_t>(kernels::packed_size<moekit::bf16>(N, K)));
-        AlignedBuffer<moekit::bf16> pgu(static_cast<std::size_t>(kernels::packed_gate_up_size<moekit::bf16>(N, K)));
+        AlignedBuffer<moekit::bf16> p(
+            static_cast<std::size_t>(kernels::packed_size<moekit::bf16>(N, K)));
+        AlignedBuffer<moekit::bf16> pgu(
+            static_cast<std::size_t>(kernels::packed_gate_up_size<moekit::bf16>(N, K)));
         kernels::pack_panels(W.data(), N, K, p.data());
         kernels::pack_gate_up(W.data(), W2.data(), N, K, pgu.data());
         const Eigen::MatrixXd Ar = round(A).cast<double>();
-        const Eigen::MatrixXd ref = Ar * W.cast<double>().transpose(), ref2 = Ar * W2.cast<double>().transpose();
-        const double tol = 1e-5 * std::sqrt(static_cast<double>(K)) * std::max(1.0, ref.cwiseAbs().maxCoeff());
+        const Eigen::MatrixXd ref = Ar * W.cast<double>().transpose(),
+                              ref2 = Ar * W2.cast<double>().transpose();
+        const double tol =
+            1e-5 * std::sqrt(static_cast<double>(K)) * std::max(1.0, ref.cwiseAbs().maxCoeff());
         for (Index split : {N, (N > 32 ? Index(32) : N)}) {
           Matrix Y = Matrix::Constant(m, N, 777.0f), G = Y, U = Y;
           k.matmul_bf16_dot(A.data(), K, m, K, p.data(), N, 0, split, Y.data(), N);
@@ -200,14 +226,18 @@ TEST_P(PerIsa, Bf16DotKernelsAgainstRoundedProducts) {
             k.matmul_bf16_dot(A.data(), K, m, K, p.data(), N, split, N, Y.data(), N);
             k.gate_up_bf16_dot(A.data(), K, m, K, pgu.data(), N, split, N, G.data(), U.data(), N);
           }
-          ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << "matmul m=" << m << " K=" << K << " N=" << N;
-          ASSERT_LE((G.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << "gate m=" << m << " K=" << K << " N=" << N;
-          ASSERT_LE((U.cast<double>() - ref2).cwiseAbs().maxCoeff(), tol) << "up m=" << m << " K=" << K << " N=" << N;
+          ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol)
+              << "matmul m=" << m << " K=" << K << " N=" << N;
+          ASSERT_LE((G.cast<double>() - ref).cwiseAbs().maxCoeff(), tol)
+              << "gate m=" << m << " K=" << K << " N=" << N;
+          ASSERT_LE((U.cast<double>() - ref2).cwiseAbs().maxCoeff(), tol)
+              << "up m=" << m << " K=" << K << " N=" << N;
         }
         Matrix Y1(1, N), Ym(m, N);
         k.matmul_bf16_dot(A.data(), K, 1, K, p.data(), N, 0, N, Y1.data(), N);
         k.matmul_bf16_dot(A.data(), K, m, K, p.data(), N, 0, N, Ym.data(), N);
-        ASSERT_TRUE(moekit_test::bit_identical(Y1, Ym.topRows(1))) << "row count changed row 0: m=" << m;
+        ASSERT_TRUE(moekit_test::bit_identical(Y1, Ym.topRows(1)))
+            << "row count changed row 0: m=" << m;
       }
 }
 
@@ -225,16 +255,20 @@ TEST_P(PerIsa, BlockWithHalfPrecisionWeights) {
     const Matrix ref = moekit::reference::forward(block, x);
     const bool dot = t == moekit::Dtype::bf16 && block.experts().bf16_uses_dot();
     EXPECT_EQ(dot, t == moekit::Dtype::bf16 && GetParam() == Isa::avx512_bf16);
-    EXPECT_LE(moekit_test::max_abs_diff(y, ref), (dot ? 1e-2 : moekit_test::kBlockTolerance) * moekit_test::scale_of(ref)) << moekit::dtype_name(t);
+    EXPECT_LE(moekit_test::max_abs_diff(y, ref),
+              (dot ? 1e-2 : moekit_test::kBlockTolerance) * moekit_test::scale_of(ref))
+        << moekit::dtype_name(t);
     if (dot) {  // widen: f32 activations, f32 tolerance on every ISA
       block.experts().set_bf16_math(moekit::Bf16Math::widen);
       EXPECT_FALSE(block.experts().bf16_uses_dot());
-      EXPECT_LE(moekit_test::max_abs_diff(block.forward(x), ref), moekit_test::kBlockTolerance * moekit_test::scale_of(ref));
+      EXPECT_LE(moekit_test::max_abs_diff(block.forward(x), ref),
+                moekit_test::kBlockTolerance * moekit_test::scale_of(ref));
       block.experts().set_bf16_math(moekit::Bf16Math::dot);
       EXPECT_TRUE(moekit_test::bit_identical(block.forward(x), y));
     }
     // Against the f32 block: the weight rounding itself (bf16: 2^-9 relative per weight).
-    EXPECT_LE(moekit_test::max_abs_diff(y, y32), (t == moekit::Dtype::bf16 ? 3e-2 : 4e-3) * moekit_test::scale_of(y32));
+    EXPECT_LE(moekit_test::max_abs_diff(y, y32),
+              (t == moekit::Dtype::bf16 ? 3e-2 : 4e-3) * moekit_test::scale_of(y32));
     moekit::ThreadPoolExecutor pool(2);
     Matrix y2(50, 45);
     block.forward(x, y2, pool);
@@ -249,15 +283,19 @@ TEST_P(PerIsa, BlockWithHalfPrecisionWeights) {
 // quantisation error itself (vs the f32 block) is bounded separately.
 TEST_P(PerIsa, BlockWithQuantizedWeights) {
   for (moekit::Dtype t : {moekit::Dtype::i8, moekit::Dtype::i4}) {
-    moekit::SwiGluMoEBlock block = moekit_test::random_block(12, 70, 45, 3, 21);  // d, f not multiples of 32
+    moekit::SwiGluMoEBlock block =
+        moekit_test::random_block(12, 70, 45, 3, 21);  // d, f not multiples of 32
     const Matrix x = random_matrix(40, 70, 22);
     const Matrix y32 = block.forward(x);
     const Index bytes32 = block.experts().bytes_of_expert(0);
     block.experts().set_weight_dtype(t);
     const Matrix y = block.forward(x);
     const Matrix ref = moekit::reference::forward(block, x);
-    EXPECT_LE(moekit_test::max_abs_diff(y, ref), moekit_test::kBlockTolerance * moekit_test::scale_of(ref)) << moekit::dtype_name(t);
-    EXPECT_LE(moekit_test::max_abs_diff(y, y32), (t == moekit::Dtype::i8 ? 3e-2 : 0.5) * moekit_test::scale_of(y32));
+    EXPECT_LE(moekit_test::max_abs_diff(y, ref),
+              moekit_test::kBlockTolerance * moekit_test::scale_of(ref))
+        << moekit::dtype_name(t);
+    EXPECT_LE(moekit_test::max_abs_diff(y, y32),
+              (t == moekit::Dtype::i8 ? 3e-2 : 0.5) * moekit_test::scale_of(y32));
     EXPECT_LT(block.experts().bytes_of_expert(0), bytes32 / (t == moekit::Dtype::i8 ? 3 : 5));
     moekit::ThreadPoolExecutor pool(3);
     Matrix y3(40, 70);
@@ -272,14 +310,16 @@ TEST_P(PerIsa, BlockWithQuantizedWeights) {
 TEST_P(PerIsa, MixedPrecisionPerExpert) {
   moekit::SwiGluMoEBlock block = moekit_test::random_block(6, 48, 40, 2, 31);
   const moekit::Dtype types[6] = {moekit::Dtype::f32, moekit::Dtype::bf16, moekit::Dtype::f16,
-                                  moekit::Dtype::i8, moekit::Dtype::i4, moekit::Dtype::i8};
+                                  moekit::Dtype::i8,  moekit::Dtype::i4,   moekit::Dtype::i8};
   for (Index e = 0; e < 6; ++e) block.experts().set_expert_dtype(e, types[e]);
-  block.experts().set_bf16_math(moekit::Bf16Math::widen);  // f32 activations: the f32 tolerance below
+  block.experts().set_bf16_math(
+      moekit::Bf16Math::widen);  // f32 activations: the f32 tolerance below
   for (Index e = 0; e < 6; ++e) EXPECT_EQ(block.experts().expert_dtype(e), types[e]);
   const Matrix x = random_matrix(64, 48, 32);
   const Matrix y = block.forward(x);
   const Matrix ref = moekit::reference::forward(block, x);
-  EXPECT_LE(moekit_test::max_abs_diff(y, ref), moekit_test::kBlockTolerance * moekit_test::scale_of(ref));
+  EXPECT_LE(moekit_test::max_abs_diff(y, ref),
+            moekit_test::kBlockTolerance * moekit_test::scale_of(ref));
   EXPECT_GT(block.experts().bytes_of_expert(0), block.experts().bytes_of_expert(3));
   EXPECT_GT(block.experts().bytes_of_expert(3), block.experts().bytes_of_expert(4));
 }
@@ -295,14 +335,16 @@ TEST(Quantize, DequantisedPanelIsTheMasters) {
         const int nsrc = static_cast<int>(W / 16);
         Matrix g = random_matrix(16, K, 41), u = random_matrix(16, K, 42);
         float* src[2] = {g.data(), u.data()};
-        std::vector<std::uint8_t> codes(static_cast<std::size_t>(kernels::quant_panel_code_bytes(K, W, bits)));
+        std::vector<std::uint8_t> codes(
+            static_cast<std::size_t>(kernels::quant_panel_code_bytes(K, W, bits)));
         std::vector<float> scales(static_cast<std::size_t>(kernels::quant_panel_scales(K, W)));
         kernels::quantize_panel(src, nsrc, 16, K, 0, bits, codes.data(), scales.data());
         std::vector<float> out(static_cast<std::size_t>(K * W));
         kernels::detail::dequant_panel_scalar(codes.data(), scales.data(), K, W, bits, out.data());
         for (Index k = 0; k < K; ++k)
           for (Index j = 0; j < 16; ++j) {
-            ASSERT_EQ(out[static_cast<std::size_t>(k * W + j)], g(j, k)) << bits << " bits, W = " << W << ", K = " << K;
+            ASSERT_EQ(out[static_cast<std::size_t>(k * W + j)], g(j, k))
+                << bits << " bits, W = " << W << ", K = " << K;
             if (W == 32) {
               ASSERT_EQ(out[static_cast<std::size_t>(k * W + 16 + j)], u(j, k));
             }
@@ -322,47 +364,61 @@ TEST_P(PerIsa, QuantizedKernelsMatchDequantizedF32) {
     for (Index m : {1, 2, 6, 7, 12, 13})
       for (Index K : {1, 31, 32, 33, 65})
         for (Index N : {1, 15, 16, 17, 40, 64, 70}) {
-          Matrix W = random_matrix(N, K, static_cast<std::uint32_t>(N * 31 + K)), W2 = random_matrix(N, K, static_cast<std::uint32_t>(N * 37 + K));
+          Matrix W = random_matrix(N, K, static_cast<std::uint32_t>(N * 31 + K)),
+                 W2 = random_matrix(N, K, static_cast<std::uint32_t>(N * 37 + K));
           const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(m + K));
           const Index np = kernels::panels(N);
           // Quantise (which writes code · scale back into W, W2): down layout (W = 16) and gate + up (W = 32).
-          std::vector<std::uint8_t> c16(static_cast<std::size_t>(np * kernels::quant_panel_code_bytes(K, 16, bits)));
+          std::vector<std::uint8_t> c16(
+              static_cast<std::size_t>(np * kernels::quant_panel_code_bytes(K, 16, bits)));
           std::vector<float> s16(static_cast<std::size_t>(np * kernels::quant_panel_scales(K, 16)));
-          std::vector<std::uint8_t> c32(static_cast<std::size_t>(np * kernels::quant_panel_code_bytes(K, 32, bits)));
+          std::vector<std::uint8_t> c32(
+              static_cast<std::size_t>(np * kernels::quant_panel_code_bytes(K, 32, bits)));
           std::vector<float> s32(static_cast<std::size_t>(np * kernels::quant_panel_scales(K, 32)));
           Matrix Wd = W;
           float* one[1] = {Wd.data()};
           float* two[2] = {W.data(), W2.data()};
           for (Index p = 0; p < np; ++p) {
-            kernels::quantize_panel(one, 1, N, K, p, bits, c16.data() + p * kernels::quant_panel_code_bytes(K, 16, bits),
+            kernels::quantize_panel(one, 1, N, K, p, bits,
+                                    c16.data() + p * kernels::quant_panel_code_bytes(K, 16, bits),
                                     s16.data() + p * kernels::quant_panel_scales(K, 16));
-            kernels::quantize_panel(two, 2, N, K, p, bits, c32.data() + p * kernels::quant_panel_code_bytes(K, 32, bits),
+            kernels::quantize_panel(two, 2, N, K, p, bits,
+                                    c32.data() + p * kernels::quant_panel_code_bytes(K, 32, bits),
                                     s32.data() + p * kernels::quant_panel_scales(K, 32));
           }
           const Eigen::MatrixXd ref = A.cast<double>() * Wd.cast<double>().transpose();
           const Eigen::MatrixXd refg = A.cast<double>() * W.cast<double>().transpose();
           const Eigen::MatrixXd refu = A.cast<double>() * W2.cast<double>().transpose();
-          const double scale = std::max({1.0, ref.cwiseAbs().maxCoeff(), refg.cwiseAbs().maxCoeff(), refu.cwiseAbs().maxCoeff()});
+          const double scale = std::max({1.0, ref.cwiseAbs().maxCoeff(), refg.cwiseAbs().maxCoeff(),
+                                         refu.cwiseAbs().maxCoeff()});
           const double tol = 1e-5 * std::sqrt(static_cast<double>(K)) * scale;
           for (Index split : {N, (N > 32 ? Index(32) : N)}) {
             Matrix Y = Matrix::Constant(m, N, 777.0f), G = Y, U = Y;
-            k.matmul_quant(bits)(A.data(), K, m, K, c16.data(), s16.data(), N, 0, split, Y.data(), N);
-            k.gate_up_quant(bits)(A.data(), K, m, K, c32.data(), s32.data(), N, 0, split, G.data(), U.data(), N);
+            k.matmul_quant(bits)(A.data(), K, m, K, c16.data(), s16.data(), N, 0, split, Y.data(),
+                                 N);
+            k.gate_up_quant(bits)(A.data(), K, m, K, c32.data(), s32.data(), N, 0, split, G.data(),
+                                  U.data(), N);
             if (split < N) {
               ASSERT_EQ(Y(0, split), 777.0f) << "wrote past its column range";
               ASSERT_EQ(G(m - 1, split), 777.0f) << "wrote past its column range";
-              k.matmul_quant(bits)(A.data(), K, m, K, c16.data(), s16.data(), N, split, N, Y.data(), N);
-              k.gate_up_quant(bits)(A.data(), K, m, K, c32.data(), s32.data(), N, split, N, G.data(), U.data(), N);
+              k.matmul_quant(bits)(A.data(), K, m, K, c16.data(), s16.data(), N, split, N, Y.data(),
+                                   N);
+              k.gate_up_quant(bits)(A.data(), K, m, K, c32.data(), s32.data(), N, split, N,
+                                    G.data(), U.data(), N);
             }
-            ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << bits << " bits matmul m=" << m << " K=" << K << " N=" << N;
-            ASSERT_LE((G.cast<double>() - refg).cwiseAbs().maxCoeff(), tol) << bits << " bits gate m=" << m << " K=" << K << " N=" << N;
-            ASSERT_LE((U.cast<double>() - refu).cwiseAbs().maxCoeff(), tol) << bits << " bits up m=" << m << " K=" << K << " N=" << N;
+            ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol)
+                << bits << " bits matmul m=" << m << " K=" << K << " N=" << N;
+            ASSERT_LE((G.cast<double>() - refg).cwiseAbs().maxCoeff(), tol)
+                << bits << " bits gate m=" << m << " K=" << K << " N=" << N;
+            ASSERT_LE((U.cast<double>() - refu).cwiseAbs().maxCoeff(), tol)
+                << bits << " bits up m=" << m << " K=" << K << " N=" << N;
           }
           // A row's bytes do not depend on how many rows share the call (tile shape).
           Matrix Y1 = Matrix::Zero(1, N), Ym = Matrix::Zero(m, N);
           k.matmul_quant(bits)(A.data(), K, 1, K, c16.data(), s16.data(), N, 0, N, Y1.data(), N);
           k.matmul_quant(bits)(A.data(), K, m, K, c16.data(), s16.data(), N, 0, N, Ym.data(), N);
-          ASSERT_TRUE(moekit_test::bit_identical(Y1, Ym.topRows(1))) << bits << " bits m=" << m << " K=" << K << " N=" << N;
+          ASSERT_TRUE(moekit_test::bit_identical(Y1, Ym.topRows(1)))
+              << bits << " bits m=" << m << " K=" << K << " N=" << N;
         }
 }
 
@@ -371,7 +427,8 @@ TEST_P(PerIsa, QuantizedKernelsMatchDequantizedF32) {
 TEST_P(PerIsa, RowResultDoesNotDependOnRowCount) {
   const auto& k = kernels::active();
   const Index K = 45, N = 83;
-  const Matrix A = random_matrix(25, K, 71), W = random_matrix(N, K, 72), W2 = random_matrix(N, K, 73);
+  const Matrix A = random_matrix(25, K, 71), W = random_matrix(N, K, 72),
+               W2 = random_matrix(N, K, 73);
   AlignedBuffer<float> p(static_cast<std::size_t>(kernels::packed_size(N, K)));
   AlignedBuffer<float> pgu(static_cast<std::size_t>(kernels::packed_gate_up_size(N, K)));
   kernels::pack_panels(W.data(), N, K, p.data());
@@ -389,7 +446,8 @@ TEST_P(PerIsa, RowResultDoesNotDependOnRowCount) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Isas, PerIsa, ::testing::ValuesIn(moekit::available_isas()), isa_test_name);
+INSTANTIATE_TEST_SUITE_P(Isas, PerIsa, ::testing::ValuesIn(moekit::available_isas()),
+                         isa_test_name);
 
 TEST(Dispatch, NamesCapsAndEigenPath) {
   for (Isa i : moekit::available_isas()) EXPECT_EQ(moekit::parse_isa(moekit::isa_name(i)), i);
@@ -397,7 +455,8 @@ TEST(Dispatch, NamesCapsAndEigenPath) {
   moekit::set_max_isa(Isa::scalar);
   EXPECT_EQ(moekit::active_isa(), Isa::scalar);
   moekit::clear_max_isa();
-  EXPECT_EQ(moekit::active_isa(), moekit::available_isas().back());  // the best within MOEKIT_MAX_ISA
+  EXPECT_EQ(moekit::active_isa(),
+            moekit::available_isas().back());  // the best within MOEKIT_MAX_ISA
   // The Eigen path (no packing) and the packed kernels agree.
   moekit::SwiGluMoEBlock block = moekit_test::random_block(8, 29, 35, 2, 9);
   const Matrix x = random_matrix(21, 29, 10);
@@ -405,7 +464,8 @@ TEST(Dispatch, NamesCapsAndEigenPath) {
   block.experts().use_packed_kernels(false);
   EXPECT_FALSE(block.experts().packed());
   const Matrix eigen = block.forward(x);
-  EXPECT_LE(moekit_test::max_abs_diff(packed, eigen), moekit_test::kBlockTolerance * moekit_test::scale_of(eigen));
+  EXPECT_LE(moekit_test::max_abs_diff(packed, eigen),
+            moekit_test::kBlockTolerance * moekit_test::scale_of(eigen));
   block.experts().use_packed_kernels(true);
   EXPECT_TRUE(moekit_test::bit_identical(block.forward(x), packed));
   // Writing weights through a view marks the packing stale; the next forward repacks.
@@ -413,7 +473,8 @@ TEST(Dispatch, NamesCapsAndEigenPath) {
   EXPECT_FALSE(block.experts().packed());
   const Matrix after = block.forward(x);
   EXPECT_TRUE(block.experts().packed());
-  EXPECT_LE(moekit_test::max_abs_diff(after, moekit::reference::forward(block, x)), moekit_test::kBlockTolerance * moekit_test::scale_of(after));
+  EXPECT_LE(moekit_test::max_abs_diff(after, moekit::reference::forward(block, x)),
+            moekit_test::kBlockTolerance * moekit_test::scale_of(after));
 }
 
 }  // namespace

@@ -42,8 +42,9 @@ inline const std::vector<BenchShape>& bench_shapes() {
 
 inline int bench_command(int argc, char** argv) {
   using moekit::Index;
-  const Args a = parse_args(argc, argv, 2, {"shape", "hidden", "ffn", "experts", "top-k", "shared-experts",
-                                            "tokens", "dtype", "threads", "isa", "bf16-math"});
+  const Args a = parse_args(argc, argv, 2,
+                            {"shape", "hidden", "ffn", "experts", "top-k", "shared-experts",
+                             "tokens", "dtype", "threads", "isa", "bf16-math"});
   BenchShape shape{"custom", 0, 0, 0, 0, 0};
   if (a.has("shape")) {
     bool found = false;
@@ -61,14 +62,16 @@ inline int bench_command(int argc, char** argv) {
     shape.k = a.get_int("top-k", 0);
     shape.shared = a.get_int("shared-experts", 0);
     if (shape.d <= 0 || shape.f <= 0 || shape.E <= 0 || shape.k <= 0 || shape.k > shape.E)
-      moekit::detail::fail("bench: give --shape NAME, or --hidden, --ffn, --experts and --top-k (1 <= k <= E)");
+      moekit::detail::fail(
+          "bench: give --shape NAME, or --hidden, --ffn, --experts and --top-k (1 <= k <= E)");
   }
   const Index T = a.get_int("tokens", 1), threads = a.get_int("threads", 1);
   moekit::detail::require(T >= 1, "--tokens: expected >= 1, got ", T);
   moekit::detail::require(threads >= 1, "--threads: expected >= 1, got ", threads);
   const std::string dtype = a.get("dtype", "f32");
   const moekit::Dtype wt = moekit::parse_dtype(dtype);
-  moekit::detail::require(wt != moekit::Dtype::i32, "--dtype: expected f32, bf16, f16, int8 or int4, got ", dtype);
+  moekit::detail::require(wt != moekit::Dtype::i32,
+                          "--dtype: expected f32, bf16, f16, int8 or int4, got ", dtype);
   if (a.has("isa")) moekit::set_max_isa(moekit::parse_isa(a.get("isa")));
   const Index d = shape.d, f = shape.f, E = shape.E, k = shape.k, S = shape.shared;
 
@@ -79,16 +82,23 @@ inline int bench_command(int argc, char** argv) {
     for (Index i = 0; i < m.size(); ++i) m.data()[i] = nd(gen) * scale;
     return m;
   };
-  moekit::SwiGluMoEBlock block(moekit::Router<>(random(E, d, 1.0f), moekit::RouterOptions().with_top_k(k)),
-                               moekit::SwiGluExperts(E, random(E * f, d, 1.0f), random(E * f, d, 1.0f), random(E * d, f, 1.0f)));
+  moekit::SwiGluMoEBlock block(
+      moekit::Router<>(random(E, d, 1.0f), moekit::RouterOptions().with_top_k(k)),
+      moekit::SwiGluExperts(E, random(E * f, d, 1.0f), random(E * f, d, 1.0f),
+                            random(E * d, f, 1.0f)));
   const std::string bf16_math = a.get("bf16-math", "dot");
-  moekit::detail::require(bf16_math == "dot" || bf16_math == "widen", "--bf16-math: expected dot or widen, got ", bf16_math);
-  const moekit::Bf16Math math = bf16_math == "dot" ? moekit::Bf16Math::dot : moekit::Bf16Math::widen;
+  moekit::detail::require(bf16_math == "dot" || bf16_math == "widen",
+                          "--bf16-math: expected dot or widen, got ", bf16_math);
+  const moekit::Bf16Math math =
+      bf16_math == "dot" ? moekit::Bf16Math::dot : moekit::Bf16Math::widen;
   block.experts().set_weight_dtype(wt).set_bf16_math(math);
   // What bf16 experts really ran: dot only where the ISA has vdpbf16ps.
-  const char* math_used = wt != moekit::Dtype::bf16 ? "none" : block.experts().bf16_uses_dot() ? "dot" : "widen";
+  const char* math_used = wt != moekit::Dtype::bf16         ? "none"
+                          : block.experts().bf16_uses_dot() ? "dot"
+                                                            : "widen";
   if (S > 0) {
-    moekit::SwiGluExperts shared(1, random(f * S, d, 1.0f), random(f * S, d, 1.0f), random(d, f * S, 1.0f));
+    moekit::SwiGluExperts shared(1, random(f * S, d, 1.0f), random(f * S, d, 1.0f),
+                                 random(d, f * S, 1.0f));
     shared.set_weight_dtype(wt).set_bf16_math(math);
     block.set_shared_experts(moekit::SharedExperts<>(std::move(shared)));
   }
@@ -104,7 +114,8 @@ inline int bench_command(int argc, char** argv) {
     const moekit::Matrix& x = inputs[ms.size() % inputs.size()];
     const auto t0 = std::chrono::steady_clock::now();
     block.forward(x, y, pool);
-    const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double t =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     ms.push_back(t);
     total += t;
   }
@@ -118,36 +129,51 @@ inline int bench_command(int argc, char** argv) {
   }
   distinct /= static_cast<double>(inputs.size());
   const double flops = 2.0 * static_cast<double>(T) *
-                       (static_cast<double>(E * d) + 3.0 * static_cast<double>(k * d * f) + 3.0 * static_cast<double>(d * f * S));
+                       (static_cast<double>(E * d) + 3.0 * static_cast<double>(k * d * f) +
+                        3.0 * static_cast<double>(d * f * S));
   // Packed bytes of the experts (scales included), the shared experts and the router.
-  const double shared_bytes = block.shared_experts() ? static_cast<double>(block.shared_experts()->bank().bytes_of_expert(0)) : 0.0;
-  const double bytes = distinct * static_cast<double>(block.experts().bytes_of_expert(0)) + shared_bytes +
-                       4.0 * static_cast<double>(E * d);
+  const double shared_bytes =
+      block.shared_experts()
+          ? static_cast<double>(block.shared_experts()->bank().bytes_of_expert(0))
+          : 0.0;
+  const double bytes = distinct * static_cast<double>(block.experts().bytes_of_expert(0)) +
+                       shared_bytes + 4.0 * static_cast<double>(E * d);
   const double gflops = flops / median / 1e6, gbps = bytes / median / 1e6;
-  const double read_gbps = a.flag("roofline") ? measure_read_gbps(static_cast<int>(threads), std::size_t(512) << 20, 3) : 0.0;
+  const double read_gbps =
+      a.flag("roofline") ? measure_read_gbps(static_cast<int>(threads), std::size_t(512) << 20, 3)
+                         : 0.0;
   std::string roof;
   if (read_gbps > 0.0) {
     char buf[96];
-    std::snprintf(buf, sizeof buf, ", \"read_gbps\": %.2f, \"bandwidth_fraction\": %.3f", read_gbps, gbps / read_gbps);
+    std::snprintf(buf, sizeof buf, ", \"read_gbps\": %.2f, \"bandwidth_fraction\": %.3f", read_gbps,
+                  gbps / read_gbps);
     roof = buf;
   }
   if (a.flag("json")) {
-    std::printf("{\"shape\": \"%s\", \"hidden\": %ld, \"ffn\": %ld, \"experts\": %ld, \"top_k\": %ld, \"shared_experts\": %ld, "
-                "\"tokens\": %ld, \"dtype\": \"%s\", \"threads\": %ld, \"isa\": \"%s\", \"runs\": %zu, "
-                "\"ms_median\": %.4f, \"ms_min\": %.4f, \"ms_max\": %.4f, \"gflops\": %.3f, \"weight_bytes\": %.0f, \"gbps\": %.3f, "
-                "\"bf16_math\": \"%s\"%s}\n",
-                json_escape(shape.name).c_str(), static_cast<long>(d), static_cast<long>(f), static_cast<long>(E),
-                static_cast<long>(k), static_cast<long>(S), static_cast<long>(T), dtype.c_str(), static_cast<long>(threads),
-                moekit::isa_name(moekit::active_isa()), ms.size(), median, ms.front(), ms.back(), gflops, bytes, gbps, math_used, roof.c_str());
+    std::printf(
+        "{\"shape\": \"%s\", \"hidden\": %ld, \"ffn\": %ld, \"experts\": %ld, \"top_k\": %ld, "
+        "\"shared_experts\": %ld, "
+        "\"tokens\": %ld, \"dtype\": \"%s\", \"threads\": %ld, \"isa\": \"%s\", \"runs\": %zu, "
+        "\"ms_median\": %.4f, \"ms_min\": %.4f, \"ms_max\": %.4f, \"gflops\": %.3f, "
+        "\"weight_bytes\": %.0f, \"gbps\": %.3f, "
+        "\"bf16_math\": \"%s\"%s}\n",
+        json_escape(shape.name).c_str(), static_cast<long>(d), static_cast<long>(f),
+        static_cast<long>(E), static_cast<long>(k), static_cast<long>(S), static_cast<long>(T),
+        dtype.c_str(), static_cast<long>(threads), moekit::isa_name(moekit::active_isa()),
+        ms.size(), median, ms.front(), ms.back(), gflops, bytes, gbps, math_used, roof.c_str());
   } else {
-    std::printf("%s (d %ld, f %ld, E %ld, k %ld, shared %ld), T = %ld, %s%s%s, %ld thread(s), %s\n", shape.name,
-                static_cast<long>(d), static_cast<long>(f), static_cast<long>(E), static_cast<long>(k), static_cast<long>(S),
-                static_cast<long>(T), dtype.c_str(), wt == moekit::Dtype::bf16 ? " " : "",
-                wt == moekit::Dtype::bf16 ? math_used : "", static_cast<long>(threads), moekit::isa_name(moekit::active_isa()));
-    std::printf("  median %.3f ms (min %.3f, max %.3f, %zu runs)\n", median, ms.front(), ms.back(), ms.size());
-    std::printf("  %.1f GFLOP/s, %.1f GB/s of expert weights (%.1f MB, %.0f distinct experts)\n", gflops, gbps, bytes / 1e6,
-                distinct);
-    if (read_gbps > 0.0) std::printf("  read bandwidth now %.2f GB/s: %.0f%% of it\n", read_gbps, 100.0 * gbps / read_gbps);
+    std::printf("%s (d %ld, f %ld, E %ld, k %ld, shared %ld), T = %ld, %s%s%s, %ld thread(s), %s\n",
+                shape.name, static_cast<long>(d), static_cast<long>(f), static_cast<long>(E),
+                static_cast<long>(k), static_cast<long>(S), static_cast<long>(T), dtype.c_str(),
+                wt == moekit::Dtype::bf16 ? " " : "", wt == moekit::Dtype::bf16 ? math_used : "",
+                static_cast<long>(threads), moekit::isa_name(moekit::active_isa()));
+    std::printf("  median %.3f ms (min %.3f, max %.3f, %zu runs)\n", median, ms.front(), ms.back(),
+                ms.size());
+    std::printf("  %.1f GFLOP/s, %.1f GB/s of expert weights (%.1f MB, %.0f distinct experts)\n",
+                gflops, gbps, bytes / 1e6, distinct);
+    if (read_gbps > 0.0)
+      std::printf("  read bandwidth now %.2f GB/s: %.0f%% of it\n", read_gbps,
+                  100.0 * gbps / read_gbps);
   }
   return 0;
 }

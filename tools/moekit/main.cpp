@@ -24,18 +24,19 @@
 namespace {
 
 int usage(std::FILE* out) {
-  std::fprintf(out,
-               "usage: moekit <command> [options]\n"
-               "  check     CASE.safetensors...\n"
-               "  info      FILE\n"
-               "  run       --checkpoint DIR --layer N --input IN.safetensors --output OUT.safetensors\n"
-               "            [--dtype f32|bf16|f16] [--threads N] [--family NAME]\n"
-               "  lrc       TRACE --segment M [--cache C] [--json]\n"
-               "  bench     [--shape NAME | --hidden D --ffn F --experts E --top-k K [--shared-experts S]]\n"
-               "            --tokens T [--dtype f32|bf16|f16|int8|int4] [--threads N] [--isa NAME]\n"
-               "            [--bf16-math dot|widen] [--roofline] [--json]\n"
-               "  roofline  --threads N [--json]\n"
-               "  version\n");
+  std::fprintf(
+      out,
+      "usage: moekit <command> [options]\n"
+      "  check     CASE.safetensors...\n"
+      "  info      FILE\n"
+      "  run       --checkpoint DIR --layer N --input IN.safetensors --output OUT.safetensors\n"
+      "            [--dtype f32|bf16|f16] [--threads N] [--family NAME]\n"
+      "  lrc       TRACE --segment M [--cache C] [--json]\n"
+      "  bench     [--shape NAME | --hidden D --ffn F --experts E --top-k K [--shared-experts S]]\n"
+      "            --tokens T [--dtype f32|bf16|f16|int8|int4] [--threads N] [--isa NAME]\n"
+      "            [--bf16-math dot|widen] [--roofline] [--json]\n"
+      "  roofline  --threads N [--json]\n"
+      "  version\n");
   return out == stdout ? 0 : 2;
 }
 
@@ -52,7 +53,8 @@ int main(int argc, char** argv) {
     if (cmd == "bench") return moekit_cli::bench_command(argc, argv);
     if (cmd == "roofline") return moekit_cli::roofline_command(argc, argv);
     if (cmd == "version") {
-      std::printf("moekit %s (kernels: %s)\n", MOEKIT_VERSION_STRING, moekit::isa_name(moekit::active_isa()));
+      std::printf("moekit %s (kernels: %s)\n", MOEKIT_VERSION_STRING,
+                  moekit::isa_name(moekit::active_isa()));
       return 0;
     }
     if (cmd == "--help" || cmd == "-h" || cmd == "help") return usage(stdout);

@@ -46,7 +46,8 @@ inline double measure_read_gbps(int n, std::size_t bytes, int reps) {
   double gbps = 0.0;
   for (int rep = 0; rep < reps; ++rep) {
     const double t = timed_threads(n, [&](int i) {
-      const std::size_t per = total / static_cast<std::size_t>(n) / 64 * 64, b = per * static_cast<std::size_t>(i);
+      const std::size_t per = total / static_cast<std::size_t>(n) / 64 * 64,
+                        b = per * static_cast<std::size_t>(i);
       sink[static_cast<std::size_t>(i)] = moekit::kernels::read_sum(isa, buf.data() + b, per);
     });
     gbps = std::max(gbps, static_cast<double>(total * sizeof(float)) / t / 1e9);
@@ -67,12 +68,18 @@ inline int roofline_command(int argc, char** argv) {
   const std::int64_t iters = 20'000'000;
   double fma = 0.0, bf16 = 0.0;
   for (int rep = 0; rep < 3; ++rep) {
-    const double t = timed_threads(n, [&](int i) { sink[static_cast<std::size_t>(i)] = moekit::kernels::run_fma_loop(isa, iters); });
-    fma = std::max(fma, moekit::kernels::fma_flops_per_iter(isa) * static_cast<double>(iters) * n / t / 1e9);
+    const double t = timed_threads(n, [&](int i) {
+      sink[static_cast<std::size_t>(i)] = moekit::kernels::run_fma_loop(isa, iters);
+    });
+    fma = std::max(
+        fma, moekit::kernels::fma_flops_per_iter(isa) * static_cast<double>(iters) * n / t / 1e9);
     float cs = 0.0f;
     if (moekit::kernels::run_bf16_loop(isa, 1, &cs)) {
-      const double tb = timed_threads(n, [&](int i) { moekit::kernels::run_bf16_loop(isa, iters, &sink[static_cast<std::size_t>(i)]); });
-      bf16 = std::max(bf16, moekit::kernels::bf16_flops_per_iter() * static_cast<double>(iters) * n / tb / 1e9);
+      const double tb = timed_threads(n, [&](int i) {
+        moekit::kernels::run_bf16_loop(isa, iters, &sink[static_cast<std::size_t>(i)]);
+      });
+      bf16 = std::max(
+          bf16, moekit::kernels::bf16_flops_per_iter() * static_cast<double>(iters) * n / tb / 1e9);
     }
   }
   // Read bandwidth: each thread sums its share of a 1 GiB buffer, best of 5.
@@ -80,13 +87,17 @@ inline int roofline_command(int argc, char** argv) {
   float checksum = 0.0f;
   for (float v : sink) checksum += v;
   if (a.flag("json")) {
-    std::printf("{\"threads\": %d, \"isa\": \"%s\", \"fp32_fma_gflops\": %.1f, \"bf16_dot_gflops\": %.1f, \"read_gbps\": %.2f, \"checksum\": %g}\n",
-                n, moekit::isa_name(isa), fma, bf16, gbps, static_cast<double>(checksum));
+    std::printf(
+        "{\"threads\": %d, \"isa\": \"%s\", \"fp32_fma_gflops\": %.1f, \"bf16_dot_gflops\": %.1f, "
+        "\"read_gbps\": %.2f, \"checksum\": %g}\n",
+        n, moekit::isa_name(isa), fma, bf16, gbps, static_cast<double>(checksum));
   } else {
     std::printf("roofline, %d thread(s), %s\n", n, moekit::isa_name(isa));
     std::printf("  FP32 FMA peak   %8.1f GFLOP/s\n", fma);
-    if (bf16 > 0) std::printf("  BF16 dot peak   %8.1f GFLOP/s\n", bf16);
-    else std::printf("  BF16 dot peak        n/a (no AVX-512 BF16)\n");
+    if (bf16 > 0)
+      std::printf("  BF16 dot peak   %8.1f GFLOP/s\n", bf16);
+    else
+      std::printf("  BF16 dot peak        n/a (no AVX-512 BF16)\n");
     std::printf("  read bandwidth  %8.2f GB/s\n", gbps);
   }
   return 0;

@@ -53,7 +53,10 @@ enum class NonFinitePolicy {
 struct BlockOptions {
   NonFinitePolicy non_finite_input = NonFinitePolicy::reject;
 
-  BlockOptions& with_non_finite_input(NonFinitePolicy p) { non_finite_input = p; return *this; }
+  BlockOptions& with_non_finite_input(NonFinitePolicy p) {
+    non_finite_input = p;
+    return *this;
+  }
 };
 
 namespace detail {
@@ -100,12 +103,12 @@ class MoEBlock {
         experts_(std::move(experts)),
         combine_(std::move(combine)),
         options_(options) {
-    detail::require(router_.num_experts() == experts_.num_experts(),
-                    "block: router has ", router_.num_experts(), " experts but the expert bank has ",
+    detail::require(router_.num_experts() == experts_.num_experts(), "block: router has ",
+                    router_.num_experts(), " experts but the expert bank has ",
                     experts_.num_experts());
-    detail::require(router_.hidden_size() == experts_.hidden_size(),
-                    "block: router hidden size ", router_.hidden_size(),
-                    " differs from the experts' hidden size ", experts_.hidden_size());
+    detail::require(router_.hidden_size() == experts_.hidden_size(), "block: router hidden size ",
+                    router_.hidden_size(), " differs from the experts' hidden size ",
+                    experts_.hidden_size());
   }
 
   RouterT& router() noexcept { return router_; }
@@ -165,12 +168,14 @@ class MoEBlock {
     check_input(x);
     router_.route(x, plan_, logits_);
     if constexpr (detail::observer_enabled<Observer>()) {
-      if constexpr (detail::observer_has_route<Observer>::value) observer.on_route(x, logits_, plan_);
+      if constexpr (detail::observer_has_route<Observer>::value)
+        observer.on_route(x, logits_, plan_);
     }
     run(x, plan_, y, executor, observer);
   }
   /// Serial forward with an observer: y = block(x).
-  template <class Observer, class = std::enable_if_t<!std::is_base_of_v<Eigen::EigenBase<Observer>, Observer>>>
+  template <class Observer,
+            class = std::enable_if_t<!std::is_base_of_v<Eigen::EigenBase<Observer>, Observer>>>
   Matrix forward(const MatrixRef& x, Observer& observer) {
     Matrix y(x.rows(), hidden_size());
     SerialExecutor serial;
@@ -252,7 +257,8 @@ class MoEBlock {
       // produced by exactly one task with a fixed summation order, so the bytes
       // do not depend on the split or the thread count.
       experts_.prepare();
-      executor.parallel_for(n_active, [&](Index i) { gather(active_[static_cast<std::size_t>(i)]); });
+      executor.parallel_for(n_active,
+                            [&](Index i) { gather(active_[static_cast<std::size_t>(i)]); });
       const Index f = experts_.hidden_width();
       // About 12 tasks per thread: with few active experts (mixtral-s: 8) and
       // unequal row counts, fewer, larger tasks left one thread idle at the end
@@ -263,12 +269,15 @@ class MoEBlock {
         make_tasks(width, target, rows);
         executor.parallel_for(static_cast<Index>(tasks_.size()), [&](Index i) {
           const Task& tk = tasks_[static_cast<std::size_t>(i)];
-          const Index begin = groups_.offsets[static_cast<std::size_t>(tk.expert)], n = groups_.count(tk.expert);
+          const Index begin = groups_.offsets[static_cast<std::size_t>(tk.expert)],
+                      n = groups_.count(tk.expert);
           float* scratch = scratch_.data() + begin * per_row;
           if (phase == 0)
-            experts_.forward_hidden(tk.expert, grouped_in_.data() + begin * d, n, scratch, tk.c0, tk.c1);
+            experts_.forward_hidden(tk.expert, grouped_in_.data() + begin * d, n, scratch, tk.c0,
+                                    tk.c1);
           else
-            experts_.forward_output(tk.expert, scratch, n, grouped_out_.data() + begin * d, tk.c0, tk.c1);
+            experts_.forward_output(tk.expert, scratch, n, grouped_out_.data() + begin * d, tk.c0,
+                                    tk.c1);
         });
       }
     } else {
@@ -285,7 +294,8 @@ class MoEBlock {
     }
     if (shared_) detail::prepare_if_any(shared_->bank());
 
-    if constexpr (detail::observer_enabled<Observer>() && detail::observer_has_expert_output<Observer>::value) {
+    if constexpr (detail::observer_enabled<Observer>() &&
+                  detail::observer_has_expert_output<Observer>::value) {
       if (detail::observer_wants_outputs<Observer>::get(observer))
         for (const Index e : active_) {
           const Index begin = groups_.offsets[static_cast<std::size_t>(e)];
@@ -304,9 +314,11 @@ class MoEBlock {
       const Index t0 = c * kChunk, t1 = std::min(T, (c + 1) * kChunk);
       float* xs = shared_scratch_.data() + c * kChunk * shared_per_row;  // [n, d] contiguous x rows
       if (shared_)  // copied before y is written: y may alias x
-        for (Index t = t0; t < t1; ++t) std::copy(x.row(t).data(), x.row(t).data() + d, xs + (t - t0) * d);
+        for (Index t = t0; t < t1; ++t)
+          std::copy(x.row(t).data(), x.row(t).data() + d, xs + (t - t0) * d);
       combine_.combine_rows(plan, groups_, grouped_out_.data(), d, y, t0, t1);
-      if (shared_) shared_->add_to(xs, t1 - t0, y.row(t0).data(), y.outerStride(), xs + (t1 - t0) * d);
+      if (shared_)
+        shared_->add_to(xs, t1 - t0, y.row(t0).data(), y.outerStride(), xs + (t1 - t0) * d);
     });
   }
 
@@ -337,7 +349,7 @@ class MoEBlock {
   BlockOptions options_;
   // Workspace, reused across calls.
   RoutingPlan plan_;
-  Matrix logits_;                   // [T, E + N] raw router logits
+  Matrix logits_;  // [T, E + N] raw router logits
   ExpertGroups groups_;
   std::vector<float> grouped_in_;   // [rows, d]
   std::vector<float> grouped_out_;  // [rows, d]

@@ -125,8 +125,9 @@ class GatedExperts {
   }
 
   /// From transposed tensors used as x @ W: gate_up [E·d, 2f] and down [E·f, d].
-  static GatedExperts from_transposed_gate_up(Index E, const MatrixRef& gate_up, const MatrixRef& down,
-                                              GateUpLayout layout, Gate gate_fn = Gate()) {
+  static GatedExperts from_transposed_gate_up(Index E, const MatrixRef& gate_up,
+                                              const MatrixRef& down, GateUpLayout layout,
+                                              Gate gate_fn = Gate()) {
     detail::require(E >= 1, "experts: expected num_experts >= 1, got ", E);
     detail::require(gate_up.rows() > 0 && gate_up.rows() % E == 0 && gate_up.cols() % 2 == 0,
                     "expert gate_up weight: expected [E * d, 2f] with E = ", E, ", got shape ",
@@ -149,9 +150,12 @@ class GatedExperts {
 
   /// Optional biases: gate and up [E, f], down [E, d]; an empty matrix means none.
   GatedExperts& set_biases(Matrix gate_bias, Matrix up_bias, Matrix down_bias) {
-    if (gate_bias.size()) detail::require_shape("expert gate bias", gate_bias.rows(), gate_bias.cols(), E_, f_);
-    if (up_bias.size()) detail::require_shape("expert up bias", up_bias.rows(), up_bias.cols(), E_, f_);
-    if (down_bias.size()) detail::require_shape("expert down bias", down_bias.rows(), down_bias.cols(), E_, d_);
+    if (gate_bias.size())
+      detail::require_shape("expert gate bias", gate_bias.rows(), gate_bias.cols(), E_, f_);
+    if (up_bias.size())
+      detail::require_shape("expert up bias", up_bias.rows(), up_bias.cols(), E_, f_);
+    if (down_bias.size())
+      detail::require_shape("expert down bias", down_bias.rows(), down_bias.cols(), E_, d_);
     detail::require_finite("expert gate bias", gate_bias);
     detail::require_finite("expert up bias", up_bias);
     detail::require_finite("expert down bias", down_bias);
@@ -161,8 +165,10 @@ class GatedExperts {
     return *this;
   }
   /// Biases from a fused gate_up bias [E, 2f] in the given layout, and down [E, d].
-  GatedExperts& set_fused_biases(const MatrixRef& gate_up_bias, Matrix down_bias, GateUpLayout layout) {
-    detail::require_shape("expert gate_up bias", gate_up_bias.rows(), gate_up_bias.cols(), E_, 2 * f_);
+  GatedExperts& set_fused_biases(const MatrixRef& gate_up_bias, Matrix down_bias,
+                                 GateUpLayout layout) {
+    detail::require_shape("expert gate_up bias", gate_up_bias.rows(), gate_up_bias.cols(), E_,
+                          2 * f_);
     Matrix gb(E_, f_), ub(E_, f_);
     for (Index i = 0; i < f_; ++i) {
       gb.col(i) = gate_up_bias.col(layout == GateUpLayout::halves ? i : 2 * i);
@@ -186,13 +192,24 @@ class GatedExperts {
 
   /// Per-expert weight views: gate(e), up(e) [f, d]; down(e) [d, f].
   /// Writable views mark the packed copy stale (see the note above).
-  MatrixMap gate(Index e) { packed_ = false; return MatrixMap(gate_.data() + checked(e) * f_ * d_, f_, d_); }
-  MatrixMap up(Index e) { packed_ = false; return MatrixMap(up_.data() + checked(e) * f_ * d_, f_, d_); }
-  MatrixMap down(Index e) { packed_ = false; return MatrixMap(down_.data() + checked(e) * d_ * f_, d_, f_); }
+  MatrixMap gate(Index e) {
+    packed_ = false;
+    return MatrixMap(gate_.data() + checked(e) * f_ * d_, f_, d_);
+  }
+  MatrixMap up(Index e) {
+    packed_ = false;
+    return MatrixMap(up_.data() + checked(e) * f_ * d_, f_, d_);
+  }
+  MatrixMap down(Index e) {
+    packed_ = false;
+    return MatrixMap(down_.data() + checked(e) * d_ * f_, d_, f_);
+  }
   ConstMatrixMap gate(Index e) const {
     return ConstMatrixMap(gate_.data() + checked(e) * f_ * d_, f_, d_);
   }
-  ConstMatrixMap up(Index e) const { return ConstMatrixMap(up_.data() + checked(e) * f_ * d_, f_, d_); }
+  ConstMatrixMap up(Index e) const {
+    return ConstMatrixMap(up_.data() + checked(e) * f_ * d_, f_, d_);
+  }
   ConstMatrixMap down(Index e) const {
     return ConstMatrixMap(down_.data() + checked(e) * d_ * f_, d_, f_);
   }
@@ -265,7 +282,9 @@ class GatedExperts {
     return *this;
   }
   /// Storage type of expert e (of every expert if they agree: weight_dtype()).
-  Dtype expert_dtype(Index e) const { return types_.empty() ? Dtype::f32 : types_[static_cast<std::size_t>(checked(e))]; }
+  Dtype expert_dtype(Index e) const {
+    return types_.empty() ? Dtype::f32 : types_[static_cast<std::size_t>(checked(e))];
+  }
   Dtype weight_dtype() const noexcept { return types_.empty() ? Dtype::f32 : types_[0]; }
   /// Bytes of expert e's packed weights, scales included (what a forward streams for it).
   Index bytes_of_expert(Index e) const {
@@ -285,15 +304,17 @@ class GatedExperts {
       const kernels::KernelTable& k = kernels::active();
       const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
       if (is_quantized(pe.type)) {
-        k.gate_up_quant(pe.type == Dtype::i8 ? 8 : 4)(x, d_, n, d_, packed_data_.data() + pe.gu,
-                                                      reinterpret_cast<const float*>(packed_data_.data() + pe.gu_scales),
-                                                      f_, c0, c1, H, U, f_);
+        k.gate_up_quant(pe.type == Dtype::i8 ? 8 : 4)(
+            x, d_, n, d_, packed_data_.data() + pe.gu,
+            reinterpret_cast<const float*>(packed_data_.data() + pe.gu_scales), f_, c0, c1, H, U,
+            f_);
       } else {
         with_packed_type(pe.type, [&](auto* tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
           const T* p = reinterpret_cast<const T*>(packed_data_.data() + pe.gu);
           if constexpr (std::is_same_v<T, bf16>)
-            if (bf16_math_ == Bf16Math::dot && k.gate_up_bf16_dot) return k.gate_up_bf16_dot(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
+            if (bf16_math_ == Bf16Math::dot && k.gate_up_bf16_dot)
+              return k.gate_up_bf16_dot(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
           k.gate_up(p)(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
         });
       }
@@ -304,7 +325,8 @@ class GatedExperts {
             if (up_bias_.size()) U[r * f_ + c] += up_bias_(e, c);
           }
       if constexpr (std::is_same_v<Gate, SiluGate>) {
-        for (Index r = 0; r < n; ++r) k.silu_mul_f32(H + r * f_ + c0, U + r * f_ + c0, H + r * f_ + c0, c1 - c0);
+        for (Index r = 0; r < n; ++r)
+          k.silu_mul_f32(H + r * f_ + c0, U + r * f_ + c0, H + r * f_ + c0, c1 - c0);
         return;
       }
     } else {
@@ -322,21 +344,24 @@ class GatedExperts {
 
   /// Phase 2: output columns [c0, c1) of expert e, out [n, d] = H · W_downᵀ (+ b) (· s),
   /// H read from the scratch phase 1 filled. c0 is a multiple of 16.
-  void forward_output(Index e, const float* scratch, Index n, float* out, Index c0, Index c1) const {
+  void forward_output(Index e, const float* scratch, Index n, float* out, Index c0,
+                      Index c1) const {
     if (n == 0 || c0 >= c1) return;
     if (packed_) {
       const kernels::KernelTable& k = kernels::active();
       const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
       if (is_quantized(pe.type)) {
-        k.matmul_quant(pe.type == Dtype::i8 ? 8 : 4)(scratch, f_, n, f_, packed_data_.data() + pe.down,
-                                                     reinterpret_cast<const float*>(packed_data_.data() + pe.down_scales),
-                                                     d_, c0, c1, out, d_);
+        k.matmul_quant(pe.type == Dtype::i8 ? 8 : 4)(
+            scratch, f_, n, f_, packed_data_.data() + pe.down,
+            reinterpret_cast<const float*>(packed_data_.data() + pe.down_scales), d_, c0, c1, out,
+            d_);
       } else {
         with_packed_type(pe.type, [&](auto* tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
           const T* p = reinterpret_cast<const T*>(packed_data_.data() + pe.down);
           if constexpr (std::is_same_v<T, bf16>)
-            if (bf16_math_ == Bf16Math::dot && k.matmul_bf16_dot) return k.matmul_bf16_dot(scratch, f_, n, f_, p, d_, c0, c1, out, d_);
+            if (bf16_math_ == Bf16Math::dot && k.matmul_bf16_dot)
+              return k.matmul_bf16_dot(scratch, f_, n, f_, p, d_, c0, c1, out, d_);
           k.matmul(p)(scratch, f_, n, f_, p, d_, c0, c1, out, d_);
         });
       }
@@ -382,15 +407,19 @@ class GatedExperts {
   // Bytes of a packed weight of `panels` panels, K rows of W values each (scales included).
   static Index type_bytes(Dtype t, Index panels, Index K, Index W) noexcept {
     if (t == Dtype::i8 || t == Dtype::i4)
-      return panels * (kernels::quant_panel_code_bytes(K, W, t == Dtype::i8 ? 8 : 4) + 4 * kernels::quant_panel_scales(K, W));
-    if (t == Dtype::bf16) return panels * kernels::packed_k<bf16>(K) * W * 2;  // k-pairs: odd K padded
+      return panels * (kernels::quant_panel_code_bytes(K, W, t == Dtype::i8 ? 8 : 4) +
+                       4 * kernels::quant_panel_scales(K, W));
+    if (t == Dtype::bf16)
+      return panels * kernels::packed_k<bf16>(K) * W * 2;  // k-pairs: odd K padded
     return panels * K * W * (t == Dtype::f32 ? 4 : 2);
   }
 
   void set_type(Index e, Dtype t) {
-    detail::require(t == Dtype::f32 || t == Dtype::bf16 || t == Dtype::f16 || t == Dtype::i8 || t == Dtype::i4,
-                    "expert weight dtype: expected f32, bf16, f16, i8 or i4, got ", dtype_name(t));
-    if (types_.size() != static_cast<std::size_t>(E_)) types_.assign(static_cast<std::size_t>(E_), Dtype::f32);
+    detail::require(
+        t == Dtype::f32 || t == Dtype::bf16 || t == Dtype::f16 || t == Dtype::i8 || t == Dtype::i4,
+        "expert weight dtype: expected f32, bf16, f16, i8 or i4, got ", dtype_name(t));
+    if (types_.size() != static_cast<std::size_t>(E_))
+      types_.assign(static_cast<std::size_t>(E_), Dtype::f32);
     if (t == Dtype::bf16 || t == Dtype::f16)  // round the masters to the stored values
       for (Matrix* m : {&gate_, &up_})
         for (Index i = e * f_ * d_; i < (e + 1) * f_ * d_; ++i) round_to(m->data()[i], t);
@@ -406,14 +435,18 @@ class GatedExperts {
   // Calls fn with a null pointer of the packed element type of a float type.
   template <class F>
   static void with_packed_type(Dtype t, F&& fn) {
-    if (t == Dtype::bf16) fn(static_cast<bf16*>(nullptr));
-    else if (t == Dtype::f16) fn(static_cast<f16*>(nullptr));
-    else fn(static_cast<float*>(nullptr));
+    if (t == Dtype::bf16)
+      fn(static_cast<bf16*>(nullptr));
+    else if (t == Dtype::f16)
+      fn(static_cast<f16*>(nullptr));
+    else
+      fn(static_cast<float*>(nullptr));
   }
 
   void pack() {
     if (!use_packed_) return;
-    if (types_.size() != static_cast<std::size_t>(E_)) types_.assign(static_cast<std::size_t>(E_), Dtype::f32);
+    if (types_.size() != static_cast<std::size_t>(E_))
+      types_.assign(static_cast<std::size_t>(E_), Dtype::f32);
     const Index pf = kernels::panels(f_), pd = kernels::panels(d_);
     const auto align = [](std::size_t n) { return (n + 63) / 64 * 64; };
     layout_.assign(static_cast<std::size_t>(E_), PackedExpert());
@@ -424,13 +457,17 @@ class GatedExperts {
       if (is_quantized(pe.type)) {
         const int bits = pe.type == Dtype::i8 ? 8 : 4;
         pe.gu = total;
-        total = align(total + static_cast<std::size_t>(pf * kernels::quant_panel_code_bytes(d_, 32, bits)));
+        total = align(total +
+                      static_cast<std::size_t>(pf * kernels::quant_panel_code_bytes(d_, 32, bits)));
         pe.gu_scales = total;
-        total = align(total + static_cast<std::size_t>(pf * kernels::quant_panel_scales(d_, 32)) * 4);
+        total =
+            align(total + static_cast<std::size_t>(pf * kernels::quant_panel_scales(d_, 32)) * 4);
         pe.down = total;
-        total = align(total + static_cast<std::size_t>(pd * kernels::quant_panel_code_bytes(f_, 16, bits)));
+        total = align(total +
+                      static_cast<std::size_t>(pd * kernels::quant_panel_code_bytes(f_, 16, bits)));
         pe.down_scales = total;
-        total = align(total + static_cast<std::size_t>(pd * kernels::quant_panel_scales(f_, 16)) * 4);
+        total =
+            align(total + static_cast<std::size_t>(pd * kernels::quant_panel_scales(f_, 16)) * 4);
       } else {
         pe.gu = total;
         total = align(total + static_cast<std::size_t>(type_bytes(pe.type, pf, d_, 32)));
@@ -448,14 +485,18 @@ class GatedExperts {
         const int bits = pe.type == Dtype::i8 ? 8 : 4;
         float* gu_src[2] = {g, u};
         for (Index p = 0; p < pf; ++p)
-          kernels::quantize_panel(gu_src, 2, f_, d_, p, bits,
-                                  packed_data_.data() + pe.gu + p * kernels::quant_panel_code_bytes(d_, 32, bits),
-                                  reinterpret_cast<float*>(packed_data_.data() + pe.gu_scales) + p * kernels::quant_panel_scales(d_, 32));
+          kernels::quantize_panel(
+              gu_src, 2, f_, d_, p, bits,
+              packed_data_.data() + pe.gu + p * kernels::quant_panel_code_bytes(d_, 32, bits),
+              reinterpret_cast<float*>(packed_data_.data() + pe.gu_scales) +
+                  p * kernels::quant_panel_scales(d_, 32));
         float* dn_src[1] = {dn};
         for (Index p = 0; p < pd; ++p)
-          kernels::quantize_panel(dn_src, 1, d_, f_, p, bits,
-                                  packed_data_.data() + pe.down + p * kernels::quant_panel_code_bytes(f_, 16, bits),
-                                  reinterpret_cast<float*>(packed_data_.data() + pe.down_scales) + p * kernels::quant_panel_scales(f_, 16));
+          kernels::quantize_panel(
+              dn_src, 1, d_, f_, p, bits,
+              packed_data_.data() + pe.down + p * kernels::quant_panel_code_bytes(f_, 16, bits),
+              reinterpret_cast<float*>(packed_data_.data() + pe.down_scales) +
+                  p * kernels::quant_panel_scales(f_, 16));
       } else {
         with_packed_type(pe.type, [&](auto* tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
@@ -469,8 +510,8 @@ class GatedExperts {
 
   Index E_ = 0, d_ = 0, f_ = 0;
   Gate gate_fn_;
-  std::vector<Dtype> types_;          // [E] storage type of each expert's packed weights
-  std::vector<PackedExpert> layout_;  // [E] where each expert's packed weights are
+  std::vector<Dtype> types_;                  // [E] storage type of each expert's packed weights
+  std::vector<PackedExpert> layout_;          // [E] where each expert's packed weights are
   AlignedBuffer<unsigned char> packed_data_;  // every expert's packed weights (and scales)
   bool packed_ = false;
   bool use_packed_ = true;

@@ -14,8 +14,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -78,7 +78,10 @@ inline int env_cap() noexcept {
     if (!s || !*s) return -1;
     for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::neon})
       if (std::string(s) == isa_name(i)) return isa_rank(i);
-    std::fprintf(stderr, "moekit: ignoring MOEKIT_MAX_ISA=%s (expected scalar, avx2, avx512, avx512_bf16, neon)\n", s);
+    std::fprintf(
+        stderr,
+        "moekit: ignoring MOEKIT_MAX_ISA=%s (expected scalar, avx2, avx512, avx512_bf16, neon)\n",
+        s);
     return -1;
   }();
   return cap;
@@ -143,28 +146,31 @@ inline float* panel_scratch(Index floats) {
 
 // Quantised kernels for ISAs without fused ones (scalar, NEON): dequantise one panel into the
 // per-thread buffer, run that ISA's f32 kernel on it, next panel.
-template <void (*GateUpF32)(const float*, Index, Index, Index, const float*, Index, Index, Index, float*, float*, Index),
+template <void (*GateUpF32)(const float*, Index, Index, Index, const float*, Index, Index, Index,
+                            float*, float*, Index),
           int Bits>
-inline void gate_up_dequant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes, const float* scales,
-                            Index f, Index c0, Index c1, float* G, float* U, Index ldo) {
+inline void gate_up_dequant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
+                            const float* scales, Index f, Index c0, Index c1, float* G, float* U,
+                            Index ldo) {
   (void)f;
   float* buf = panel_scratch(K * 2 * kPanel);
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    dequant_panel_scalar(codes + p * quant_panel_code_bytes(K, 2 * kPanel, Bits), scales + p * quant_panel_scales(K, 2 * kPanel), K,
-            2 * kPanel, Bits, buf);
+    dequant_panel_scalar(codes + p * quant_panel_code_bytes(K, 2 * kPanel, Bits),
+                         scales + p * quant_panel_scales(K, 2 * kPanel), K, 2 * kPanel, Bits, buf);
     const Index ncols = std::min(kPanel, c1 - p * kPanel);
     GateUpF32(A, lda, m, K, buf, kPanel, 0, ncols, G + p * kPanel, U + p * kPanel, ldo);
   }
 }
-template <void (*MatmulF32)(const float*, Index, Index, Index, const float*, Index, Index, Index, float*, Index),
+template <void (*MatmulF32)(const float*, Index, Index, Index, const float*, Index, Index, Index,
+                            float*, Index),
           int Bits>
-inline void matmul_dequant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes, const float* scales,
-                           Index N, Index c0, Index c1, float* Y, Index ldy) {
+inline void matmul_dequant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
+                           const float* scales, Index N, Index c0, Index c1, float* Y, Index ldy) {
   (void)N;
   float* buf = panel_scratch(K * kPanel);
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    dequant_panel_scalar(codes + p * quant_panel_code_bytes(K, kPanel, Bits), scales + p * quant_panel_scales(K, kPanel), K, kPanel,
-            Bits, buf);
+    dequant_panel_scalar(codes + p * quant_panel_code_bytes(K, kPanel, Bits),
+                         scales + p * quant_panel_scales(K, kPanel), K, kPanel, Bits, buf);
     const Index ncols = std::min(kPanel, c1 - p * kPanel);
     MatmulF32(A, lda, m, K, buf, kPanel, 0, ncols, Y + p * kPanel, ldy);
   }
@@ -177,11 +183,11 @@ inline void matmul_dequant(const float* A, Index lda, Index m, Index K, const st
 /// activations and accumulation are always f32.
 struct KernelTable {
   template <class T>
-  using GateUpFn = void (*)(const float* A, Index lda, Index m, Index K, const T* packed, Index f, Index c0,
-                            Index c1, float* G, float* U, Index ldo);
+  using GateUpFn = void (*)(const float* A, Index lda, Index m, Index K, const T* packed, Index f,
+                            Index c0, Index c1, float* G, float* U, Index ldo);
   template <class T>
-  using MatmulFn = void (*)(const float* A, Index lda, Index m, Index K, const T* packed, Index N, Index c0,
-                            Index c1, float* Y, Index ldy);
+  using MatmulFn = void (*)(const float* A, Index lda, Index m, Index K, const T* packed, Index N,
+                            Index c0, Index c1, float* Y, Index ldy);
 
   Isa isa;
   GateUpFn<float> gate_up_f32;
@@ -192,7 +198,8 @@ struct KernelTable {
   MatmulFn<f16> matmul_f16;
   void (*silu_mul_f32)(const float* g, const float* u, float* h, Index n);
   using QGateUpFn = void (*)(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
-                             const float* scales, Index f, Index c0, Index c1, float* G, float* U, Index ldo);
+                             const float* scales, Index f, Index c0, Index c1, float* G, float* U,
+                             Index ldo);
   using QMatmulFn = void (*)(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
                              const float* scales, Index N, Index c0, Index c1, float* Y, Index ldy);
   QGateUpFn gate_up_q8, gate_up_q4;
@@ -215,9 +222,12 @@ struct KernelTable {
 /// The table for `isa` (which must be available on this machine).
 inline const KernelTable& table_for(Isa isa) noexcept {
   static const KernelTable scalar_table{Isa::scalar,
-                                        &scalar::gate_up<float>, &scalar::matmul<float>,
-                                        &scalar::gate_up<bf16>, &scalar::matmul<bf16>,
-                                        &scalar::gate_up<f16>, &scalar::matmul<f16>,
+                                        &scalar::gate_up<float>,
+                                        &scalar::matmul<float>,
+                                        &scalar::gate_up<bf16>,
+                                        &scalar::matmul<bf16>,
+                                        &scalar::gate_up<f16>,
+                                        &scalar::matmul<f16>,
                                         &scalar::silu_mul_f32,
                                         &detail::gate_up_dequant<&scalar::gate_up<float>, 8>,
                                         &detail::gate_up_dequant<&scalar::gate_up<float>, 4>,
@@ -225,19 +235,29 @@ inline const KernelTable& table_for(Isa isa) noexcept {
                                         &detail::matmul_dequant<&scalar::matmul<float>, 4>};
 #if defined(MOEKIT_HAVE_X86_KERNELS)
   static const KernelTable avx2_table{Isa::avx2,
-                                      &avx2::gate_up<float>, &avx2::matmul<float>,
-                                      &avx2::gate_up<bf16>, &avx2::matmul<bf16>,
-                                      &avx2::gate_up<f16>, &avx2::matmul<f16>,
+                                      &avx2::gate_up<float>,
+                                      &avx2::matmul<float>,
+                                      &avx2::gate_up<bf16>,
+                                      &avx2::matmul<bf16>,
+                                      &avx2::gate_up<f16>,
+                                      &avx2::matmul<f16>,
                                       &avx2::silu_mul_f32,
-                                      &avx2::gate_up_quant<8>, &avx2::gate_up_quant<4>,
-                                      &avx2::matmul_quant<8>, &avx2::matmul_quant<4>};
+                                      &avx2::gate_up_quant<8>,
+                                      &avx2::gate_up_quant<4>,
+                                      &avx2::matmul_quant<8>,
+                                      &avx2::matmul_quant<4>};
   static const KernelTable avx512_table{Isa::avx512,
-                                        &avx512::gate_up<float>, &avx512::matmul<float>,
-                                        &avx512::gate_up<bf16>, &avx512::matmul<bf16>,
-                                        &avx512::gate_up<f16>, &avx512::matmul<f16>,
+                                        &avx512::gate_up<float>,
+                                        &avx512::matmul<float>,
+                                        &avx512::gate_up<bf16>,
+                                        &avx512::matmul<bf16>,
+                                        &avx512::gate_up<f16>,
+                                        &avx512::matmul<f16>,
                                         &avx512::silu_mul_f32,
-                                        &avx512::gate_up_quant<8>, &avx512::gate_up_quant<4>,
-                                        &avx512::matmul_quant<8>, &avx512::matmul_quant<4>};
+                                        &avx512::gate_up_quant<8>,
+                                        &avx512::gate_up_quant<4>,
+                                        &avx512::matmul_quant<8>,
+                                        &avx512::matmul_quant<4>};
   static const KernelTable avx512_bf16_table = [] {
     KernelTable t = avx512_table;
     t.isa = Isa::avx512_bf16;
@@ -254,9 +274,12 @@ inline const KernelTable& table_for(Isa isa) noexcept {
 #elif defined(MOEKIT_HAVE_NEON_KERNELS)
   // bf16 / f16 weights use the portable widening loops on NEON for now.
   static const KernelTable neon_table{Isa::neon,
-                                      &neon::gate_up, &neon::matmul,
-                                      &scalar::gate_up<bf16>, &scalar::matmul<bf16>,
-                                      &scalar::gate_up<f16>, &scalar::matmul<f16>,
+                                      &neon::gate_up,
+                                      &neon::matmul,
+                                      &scalar::gate_up<bf16>,
+                                      &scalar::matmul<bf16>,
+                                      &scalar::gate_up<f16>,
+                                      &scalar::matmul<f16>,
                                       &neon::silu_mul_f32,
                                       &detail::gate_up_dequant<&neon::gate_up, 8>,
                                       &detail::gate_up_dequant<&neon::gate_up, 4>,

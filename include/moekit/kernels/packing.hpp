@@ -36,7 +36,9 @@ template <class T>
 constexpr bool kPairedK = std::is_same_v<T, bf16>;
 /// k-rows a packed panel of T holds for K inputs (K, rounded up to even for bf16).
 template <class T>
-constexpr Index packed_k(Index K) noexcept { return kPairedK<T> ? K + (K & 1) : K; }
+constexpr Index packed_k(Index K) noexcept {
+  return kPairedK<T> ? K + (K & 1) : K;
+}
 /// Position of weight (k, column j) within a packed panel of W values per k-row.
 template <class T>
 constexpr Index packed_offset(Index k, Index j, Index W) noexcept {
@@ -45,20 +47,30 @@ constexpr Index packed_offset(Index k, Index j, Index W) noexcept {
 
 /// Elements of a packed [N, K] weight of T.
 template <class T = float>
-inline Index packed_size(Index N, Index K) noexcept { return panels(N) * packed_k<T>(K) * kPanel; }
+inline Index packed_size(Index N, Index K) noexcept {
+  return panels(N) * packed_k<T>(K) * kPanel;
+}
 /// Elements of a packed gate + up pair of T, each [f, K].
 template <class T = float>
-inline Index packed_gate_up_size(Index f, Index K) noexcept { return panels(f) * packed_k<T>(K) * 2 * kPanel; }
+inline Index packed_gate_up_size(Index f, Index K) noexcept {
+  return panels(f) * packed_k<T>(K) * 2 * kPanel;
+}
 
 /// Storage conversion of one weight: float as is; bf16 / f16 bits (round to nearest even).
 template <class T>
 inline T to_storage(float v) noexcept;
 template <>
-inline float to_storage<float>(float v) noexcept { return v; }
+inline float to_storage<float>(float v) noexcept {
+  return v;
+}
 template <>
-inline bf16 to_storage<bf16>(float v) noexcept { return bf16(v); }
+inline bf16 to_storage<bf16>(float v) noexcept {
+  return bf16(v);
+}
 template <>
-inline f16 to_storage<f16>(float v) noexcept { return f16(v); }
+inline f16 to_storage<f16>(float v) noexcept {
+  return f16(v);
+}
 
 /// Packs w [N, K] (row-major) into `out` (packed_size(N, K) elements), converting to T.
 template <class T>

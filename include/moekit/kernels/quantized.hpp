@@ -32,15 +32,17 @@ constexpr Index kQuantGroup = 32;
 
 inline Index quant_groups(Index K) noexcept { return (K + kQuantGroup - 1) / kQuantGroup; }
 /// Bytes of codes of one panel of K rows, W values per row, `bits` 8 or 4.
-inline Index quant_panel_code_bytes(Index K, Index W, int bits) noexcept { return bits == 8 ? K * W : K * W / 2; }
+inline Index quant_panel_code_bytes(Index K, Index W, int bits) noexcept {
+  return bits == 8 ? K * W : K * W / 2;
+}
 /// Floats of scales of one panel.
 inline Index quant_panel_scales(Index K, Index W) noexcept { return quant_groups(K) * W; }
 
 /// Quantises the panel columns of `rows` source matrices (each [N, K], row
 /// pointers src[s]), `per` = values per source per k-row (16), into codes and
 /// scales of panel p, writing dequantised values back into the sources.
-inline void quantize_panel(float* const* src, int nsrc, Index N, Index K, Index p, int bits, std::uint8_t* codes,
-                           float* scales) {
+inline void quantize_panel(float* const* src, int nsrc, Index N, Index K, Index p, int bits,
+                           std::uint8_t* codes, float* scales) {
   const Index W = nsrc * kPanel;
   const float qmax = bits == 8 ? 127.0f : 7.0f;
   for (Index g = 0; g < quant_groups(K); ++g) {
@@ -78,8 +80,8 @@ inline void quantize_panel(float* const* src, int nsrc, Index N, Index K, Index 
 
 namespace detail {
 
-inline void dequant_panel_scalar(const std::uint8_t* codes, const float* scales, Index K, Index W, int bits,
-                                 float* out) noexcept {
+inline void dequant_panel_scalar(const std::uint8_t* codes, const float* scales, Index K, Index W,
+                                 int bits, float* out) noexcept {
   for (Index k = 0; k < K; ++k) {
     const float* s = scales + (k / kQuantGroup) * W;
     for (Index j = 0; j < W; ++j) {
@@ -94,7 +96,6 @@ inline void dequant_panel_scalar(const std::uint8_t* codes, const float* scales,
     }
   }
 }
-
 
 }  // namespace detail
 

@@ -14,9 +14,9 @@
 
 #include <cstdint>
 
+#include "../../core/dtype.hpp"
 #include "../packing.hpp"
 #include "../quantized.hpp"
-#include "../../core/dtype.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
 namespace kernels {
@@ -39,9 +39,11 @@ MOEKIT_TARGET_AVX2 inline __m256 load8(const f16* p) {
 template <Index W, class T>
 MOEKIT_TARGET_AVX2 inline __m256 weights8(const T* B, Index k, Index off) {
   if constexpr (kPairedK<T>) {
-    const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + (k >> 1) * 2 * W + 2 * off));
+    const __m256i pairs =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + (k >> 1) * 2 * W + 2 * off));
     const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(16 - 16 * (k & 1)));
-    return _mm256_castsi256_ps(_mm256_and_si256(_mm256_sll_epi32(pairs, shift), _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+    return _mm256_castsi256_ps(_mm256_and_si256(_mm256_sll_epi32(pairs, shift),
+                                                _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
   } else {
     return load8(B + k * W + off);
   }
@@ -59,23 +61,26 @@ template <Index W, int Bits>
 MOEKIT_TARGET_AVX2 inline __m256 weights8(const QuantPanel<Bits>& B, Index k, Index off) {
   __m256i q;
   if constexpr (Bits == 8) {
-    q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(B.codes + k * W + off)));
+    q = _mm256_cvtepi8_epi32(
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(B.codes + k * W + off)));
   } else {
     // Columns [0, W/2) sit in the low nibbles of the row's W/2 bytes, [W/2, W) in the high ones.
     const Index half = off / (W / 2), byte = off % (W / 2);
-    __m256i n = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(B.codes + k * (W / 2) + byte)));
+    __m256i n = _mm256_cvtepu8_epi32(
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(B.codes + k * (W / 2) + byte)));
     if (half) n = _mm256_srli_epi32(n, 4);
     q = _mm256_sub_epi32(_mm256_and_si256(n, _mm256_set1_epi32(0x0f)), _mm256_set1_epi32(8));
   }
-  return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_loadu_ps(B.scales + (k / kQuantGroup) * W + off));
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(q),
+                       _mm256_loadu_ps(B.scales + (k / kQuantGroup) * W + off));
 }
 
 constexpr int kGateUpRows = 3;
 constexpr int kDownRows = 6;
 
 template <int MR, class Src>
-MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, Src B, float* G, float* U,
-                                            Index ldo) {
+MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, Src B, float* G,
+                                            float* U, Index ldo) {
   __m256 g0[MR], g1[MR], u0[MR], u1[MR];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) g0[r] = g1[r] = u0[r] = u1[r] = _mm256_setzero_ps();
@@ -101,7 +106,8 @@ MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, 
 }
 
 template <int MR, class Src>
-MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, Src B, float* Y, Index ldy) {
+MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, Src B, float* Y,
+                                         Index ldy) {
   __m256 y0[MR], y1[MR];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) y0[r] = y1[r] = _mm256_setzero_ps();
@@ -123,8 +129,9 @@ MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, Src
 
 // Hidden columns [c0, c1) panel by panel; bank(p) is panel p's weight source.
 template <class Bank>
-MOEKIT_TARGET_AVX2 inline void gate_up_panels(const float* A, Index lda, Index m, Index K, const Bank& bank, Index c0,
-                                              Index c1, float* G, float* U, Index ldo) {
+MOEKIT_TARGET_AVX2 inline void gate_up_panels(const float* A, Index lda, Index m, Index K,
+                                              const Bank& bank, Index c0, Index c1, float* G,
+                                              float* U, Index ldo) {
   alignas(32) float tg[kGateUpRows * kPanel], tu[kGateUpRows * kPanel];
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
     const auto B = bank(p);
@@ -153,8 +160,9 @@ MOEKIT_TARGET_AVX2 inline void gate_up_panels(const float* A, Index lda, Index m
 
 // Output columns [c0, c1) panel by panel; bank(p) is panel p's weight source.
 template <class Bank>
-MOEKIT_TARGET_AVX2 inline void matmul_panels(const float* A, Index lda, Index m, Index K, const Bank& bank, Index c0,
-                                             Index c1, float* Y, Index ldy) {
+MOEKIT_TARGET_AVX2 inline void matmul_panels(const float* A, Index lda, Index m, Index K,
+                                             const Bank& bank, Index c0, Index c1, float* Y,
+                                             Index ldy) {
   alignas(32) float ty[kDownRows * kPanel];
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
     const auto B = bank(p);
@@ -197,29 +205,31 @@ struct QuantBank {
 };
 
 template <class T = float>
-MOEKIT_TARGET_AVX2 inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed, Index f,
-                                       Index c0, Index c1, float* G, float* U, Index ldo) {
+MOEKIT_TARGET_AVX2 inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed,
+                                       Index f, Index c0, Index c1, float* G, float* U, Index ldo) {
   (void)f;
   gate_up_panels(A, lda, m, K, PanelBank<T>{packed, K, 2 * kPanel}, c0, c1, G, U, ldo);
 }
 template <class T = float>
-MOEKIT_TARGET_AVX2 inline void matmul(const float* A, Index lda, Index m, Index K, const T* packed, Index N,
-                                      Index c0, Index c1, float* Y, Index ldy) {
+MOEKIT_TARGET_AVX2 inline void matmul(const float* A, Index lda, Index m, Index K, const T* packed,
+                                      Index N, Index c0, Index c1, float* Y, Index ldy) {
   (void)N;
   matmul_panels(A, lda, m, K, PanelBank<T>{packed, K, kPanel}, c0, c1, Y, ldy);
 }
 
 /// Fused int8 (Bits = 8) / int4 (Bits = 4) kernels over quantized.hpp panels.
 template <int Bits>
-MOEKIT_TARGET_AVX2 inline void gate_up_quant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
-                                             const float* scales, Index f, Index c0, Index c1, float* G, float* U,
+MOEKIT_TARGET_AVX2 inline void gate_up_quant(const float* A, Index lda, Index m, Index K,
+                                             const std::uint8_t* codes, const float* scales,
+                                             Index f, Index c0, Index c1, float* G, float* U,
                                              Index ldo) {
   (void)f;
   gate_up_panels(A, lda, m, K, QuantBank<Bits>{codes, scales, K, 2 * kPanel}, c0, c1, G, U, ldo);
 }
 template <int Bits>
-MOEKIT_TARGET_AVX2 inline void matmul_quant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
-                                            const float* scales, Index N, Index c0, Index c1, float* Y, Index ldy) {
+MOEKIT_TARGET_AVX2 inline void matmul_quant(const float* A, Index lda, Index m, Index K,
+                                            const std::uint8_t* codes, const float* scales, Index N,
+                                            Index c0, Index c1, float* Y, Index ldy) {
   (void)N;
   matmul_panels(A, lda, m, K, QuantBank<Bits>{codes, scales, K, kPanel}, c0, c1, Y, ldy);
 }
@@ -239,7 +249,8 @@ MOEKIT_TARGET_AVX2 inline __m256 exp_ps(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   // 2^n from the exponent bits: n in [-127, 128] after the clamp (128 gives +inf).
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
@@ -249,7 +260,8 @@ MOEKIT_TARGET_AVX2 inline void silu_mul_f32(const float* g, const float* u, floa
   for (; i + 8 <= n; i += 8) {
     const __m256 gv = _mm256_loadu_ps(g + i);
     const __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), gv));
-    _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    _mm256_storeu_ps(
+        h + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
   }
   for (; i < n; ++i) h[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }

@@ -33,17 +33,20 @@ using avx512::column_mask;
 
 // Rounds m rows of K activations (row stride lda) to bf16 k-pairs: out is
 // [m, K2] 32-bit words, K2 = ceil(K / 2), an odd K padded with +0.
-MOEKIT_TARGET_AVX512_BF16 inline void to_bf16_pairs(const float* A, Index lda, Index m, Index K, std::uint32_t* out) {
+MOEKIT_TARGET_AVX512_BF16 inline void to_bf16_pairs(const float* A, Index lda, Index m, Index K,
+                                                    std::uint32_t* out) {
   const Index K2 = (K + 1) / 2;
   for (Index r = 0; r < m; ++r) {
     const float* a = A + r * lda;
     auto* dst = reinterpret_cast<std::uint16_t*>(out + r * K2);
     Index k = 0;
     for (; k + 16 <= K; k += 16)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(a + k)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k),
+                          (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(a + k)));
     if (k < K) {
       const __mmask16 mk = column_mask(K - k);
-      _mm256_mask_storeu_epi16(dst + k, mk, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mk, a + k)));
+      _mm256_mask_storeu_epi16(dst + k, mk,
+                               (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mk, a + k)));
     }
     if (K & 1) dst[K] = 0;
   }
@@ -60,8 +63,9 @@ inline std::uint32_t* pair_scratch(Index words) {
 // `next` (or null): the panels the call uses next, prefetched one k-pair row
 // per step (see avx512::gate_up_tile).
 template <int MR, int NP>
-MOEKIT_TARGET_AVX512_BF16 inline void gate_up_tile(const std::uint32_t* A, Index K2, const bf16* const* B, float* G,
-                                                   float* U, Index ldo, const __mmask16* mask,
+MOEKIT_TARGET_AVX512_BF16 inline void gate_up_tile(const std::uint32_t* A, Index K2,
+                                                   const bf16* const* B, float* G, float* U,
+                                                   Index ldo, const __mmask16* mask,
                                                    const bf16* const* next = nullptr) {
   __m512 g[NP][MR], u[NP][MR];
 #pragma GCC unroll 16
@@ -99,8 +103,10 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up_tile(const std::uint32_t* A, Index
 
 // MR rows x NP panels of Y = A·Wᵀ (W = 16 values, 32 bf16 per k-pair).
 template <int MR, int NP>
-MOEKIT_TARGET_AVX512_BF16 inline void down_tile(const std::uint32_t* A, Index K2, const bf16* const* B, float* Y,
-                                                Index ldy, const __mmask16* mask, const bf16* const* next = nullptr) {
+MOEKIT_TARGET_AVX512_BF16 inline void down_tile(const std::uint32_t* A, Index K2,
+                                                const bf16* const* B, float* Y, Index ldy,
+                                                const __mmask16* mask,
+                                                const bf16* const* next = nullptr) {
   __m512 y[NP][MR];
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
@@ -140,8 +146,9 @@ struct PanelGroup {
 };
 
 /// Hidden columns [c0, c1) of G = A·W_gateᵀ, U = A·W_upᵀ from k-pair bf16 panels.
-MOEKIT_TARGET_AVX512_BF16 inline void gate_up(const float* A, Index lda, Index m, Index K, const bf16* packed,
-                                              Index f, Index c0, Index c1, float* G, float* U, Index ldo) {
+MOEKIT_TARGET_AVX512_BF16 inline void gate_up(const float* A, Index lda, Index m, Index K,
+                                              const bf16* packed, Index f, Index c0, Index c1,
+                                              float* G, float* U, Index ldo) {
   (void)f;
   const Index K2 = (K + 1) / 2, panel_elems = K2 * 4 * kPanel;
   std::uint32_t* Ap = pair_scratch(m * K2);
@@ -151,7 +158,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up(const float* A, Index lda, Index m
   if (m <= avx512::kWideRows)
     for (; p + 2 <= p_end; p += 2) {
       const PanelGroup<2> pg(packed, panel_elems, p, c1);
-#define MOEKIT_CALL(R) gate_up_tile<R, 2>(Ap, K2, pg.B, G + p * kPanel, U + p * kPanel, ldo, pg.mask)
+#define MOEKIT_CALL(R) \
+  gate_up_tile<R, 2>(Ap, K2, pg.B, G + p * kPanel, U + p * kPanel, ldo, pg.mask)
       MOEKIT_AVX512_ROWS6(m, MOEKIT_CALL)
 #undef MOEKIT_CALL
     }
@@ -172,8 +180,9 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up(const float* A, Index lda, Index m
 }
 
 /// Output columns [c0, c1) of Y = A·Wᵀ from k-pair bf16 panels.
-MOEKIT_TARGET_AVX512_BF16 inline void matmul(const float* A, Index lda, Index m, Index K, const bf16* packed, Index N,
-                                             Index c0, Index c1, float* Y, Index ldy) {
+MOEKIT_TARGET_AVX512_BF16 inline void matmul(const float* A, Index lda, Index m, Index K,
+                                             const bf16* packed, Index N, Index c0, Index c1,
+                                             float* Y, Index ldy) {
   (void)N;
   const Index K2 = (K + 1) / 2, panel_elems = K2 * 2 * kPanel;
   std::uint32_t* Ap = pair_scratch(m * K2);
@@ -193,7 +202,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul(const float* A, Index lda, Index m,
     for (Index t = 0, i = 0, mr = 0, tiles = avx512::row_tiles(m); t < tiles; ++t, i += mr) {
       mr = avx512::tile_rows(m, tiles, t);
       const bf16* const* nx = t == 0 && p + 4 <= p_end ? after : nullptr;
-#define MOEKIT_CALL(R) down_tile<R, 2>(Ap + i * K2, K2, pg.B, Y + i * ldy + p * kPanel, ldy, pg.mask, nx)
+#define MOEKIT_CALL(R) \
+  down_tile<R, 2>(Ap + i * K2, K2, pg.B, Y + i * ldy + p * kPanel, ldy, pg.mask, nx)
       MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
 #undef MOEKIT_CALL
     }
@@ -202,7 +212,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul(const float* A, Index lda, Index m,
     const PanelGroup<1> pg(packed, panel_elems, p, c1);
     for (Index t = 0, i = 0, mr = 0, tiles = avx512::row_tiles(m); t < tiles; ++t, i += mr) {
       mr = avx512::tile_rows(m, tiles, t);
-#define MOEKIT_CALL(R) down_tile<R, 1>(Ap + i * K2, K2, pg.B, Y + i * ldy + p * kPanel, ldy, pg.mask)
+#define MOEKIT_CALL(R) \
+  down_tile<R, 1>(Ap + i * K2, K2, pg.B, Y + i * ldy + p * kPanel, ldy, pg.mask)
       MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
 #undef MOEKIT_CALL
     }

@@ -59,7 +59,9 @@ inline void prefetch_row(const void* base, Index k) noexcept {
 template <class T, Index W>
 struct PanelSource {  // f32 / f16 values, W per k-row
   const T* p;
-  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const { return load16(p + k * W + off); }
+  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
+    return load16(p + k * W + off);
+  }
   static constexpr bool kPrefetch = true;
   void prefetch(Index k) const noexcept { prefetch_row<W * sizeof(T)>(p, k); }
 };
@@ -69,11 +71,14 @@ template <Index W>
 struct PanelSource<bf16, W> {
   const bf16* p;
   static constexpr bool kPrefetch = true;
-  void prefetch(Index k) const noexcept { prefetch_row<W * sizeof(bf16)>(p, k); }  // k-pairs: same bytes per k
+  void prefetch(Index k) const noexcept {
+    prefetch_row<W * sizeof(bf16)>(p, k);
+  }  // k-pairs: same bytes per k
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
     const __m512i pairs = _mm512_loadu_si512(p + (k >> 1) * 2 * W + 2 * off);
     const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(16 - 16 * (k & 1)));
-    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_sll_epi32(pairs, shift), _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_sll_epi32(pairs, shift),
+                                                _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
   }
 };
 // int8 / int4 codes times their group's scale (quantized.hpp): the product
@@ -91,7 +96,8 @@ struct QuantSource {
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
     const __m512 scale = _mm512_loadu_ps(scales + (k / kQuantGroup) * W + off);
     if constexpr (Bits == 8) {
-      const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k * W + off)));
+      const __m512i q = _mm512_cvtepi8_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k * W + off)));
       return _mm512_mul_ps(_mm512_cvtepi32_ps(q), scale);
     } else {
       const __m512 values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
@@ -101,7 +107,8 @@ struct QuantSource {
         lanes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
         if (off != 0) lanes = _mm512_srli_epi32(lanes, 4);
       } else {  // 8 bytes: columns 0..7 low nibbles, 8..15 high nibbles
-        const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row)));
+        const __m256i b =
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row)));
         lanes = _mm512_inserti64x4(_mm512_castsi256_si512(b), _mm256_srli_epi32(b, 4), 1);
       }
       return _mm512_mul_ps(_mm512_permutexvar_ps(lanes, values), scale);
@@ -135,8 +142,9 @@ struct QuantBank {
 // is being multiplied (a row tile reads a fresh panel faster than memory
 // delivers it).
 template <int MR, int NP, class Src>
-MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K, const Src* B, float* G,
-                                              float* U, Index ldo, const __mmask16* mask, const Src* next = nullptr) {
+MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K, const Src* B,
+                                              float* G, float* U, Index ldo, const __mmask16* mask,
+                                              const Src* next = nullptr) {
   __m512 g[NP][MR], u[NP][MR];
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
@@ -171,8 +179,9 @@ MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K
 
 // MR rows x NP panels of Y = A·Wᵀ: MR·NP accumulators.
 template <int MR, int NP, class Src>
-MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, const Src* B, float* Y, Index ldy,
-                                           const __mmask16* mask, const Src* next = nullptr) {
+MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, const Src* B,
+                                           float* Y, Index ldy, const __mmask16* mask,
+                                           const Src* next = nullptr) {
   __m512 y[NP][MR];
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
@@ -200,29 +209,29 @@ MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, c
 }
 
 // Calls CALL(mr) for a row count 1..kRows known only at run time.
-#define MOEKIT_AVX512_ROWS(mr, CALL)       \
-  switch (mr) {                            \
-    case 12: CALL(12); break;              \
-    case 11: CALL(11); break;              \
-    case 10: CALL(10); break;              \
-    case 9: CALL(9); break;                \
-    case 8: CALL(8); break;                \
-    case 7: CALL(7); break;                \
-    case 6: CALL(6); break;                \
-    case 5: CALL(5); break;                \
-    case 4: CALL(4); break;                \
-    case 3: CALL(3); break;                \
-    case 2: CALL(2); break;                \
-    default: CALL(1); break;               \
+#define MOEKIT_AVX512_ROWS(mr, CALL) \
+  switch (mr) {                      \
+    case 12: CALL(12); break;        \
+    case 11: CALL(11); break;        \
+    case 10: CALL(10); break;        \
+    case 9: CALL(9); break;          \
+    case 8: CALL(8); break;          \
+    case 7: CALL(7); break;          \
+    case 6: CALL(6); break;          \
+    case 5: CALL(5); break;          \
+    case 4: CALL(4); break;          \
+    case 3: CALL(3); break;          \
+    case 2: CALL(2); break;          \
+    default: CALL(1); break;         \
   }
-#define MOEKIT_AVX512_ROWS6(mr, CALL)      \
-  switch (mr) {                            \
-    case 6: CALL(6); break;                \
-    case 5: CALL(5); break;                \
-    case 4: CALL(4); break;                \
-    case 3: CALL(3); break;                \
-    case 2: CALL(2); break;                \
-    default: CALL(1); break;               \
+#define MOEKIT_AVX512_ROWS6(mr, CALL) \
+  switch (mr) {                       \
+    case 6: CALL(6); break;           \
+    case 5: CALL(5); break;           \
+    case 4: CALL(4); break;           \
+    case 3: CALL(3); break;           \
+    case 2: CALL(2); break;           \
+    default: CALL(1); break;          \
   }
 
 // Row tiles of a call: as few as kRows allows, their sizes within one of each
@@ -230,7 +239,9 @@ MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, c
 // thin tile reads as many weights per k as a full one for fewer FMAs. (Blocking
 // k for L1 was tried and lost 5-30%: the loads stream well from L2.)
 inline Index row_tiles(Index m) noexcept { return (m + kRows - 1) / kRows; }
-inline Index tile_rows(Index m, Index tiles, Index t) noexcept { return m / tiles + (t < m % tiles ? 1 : 0); }
+inline Index tile_rows(Index m, Index tiles, Index t) noexcept {
+  return m / tiles + (t < m % tiles ? 1 : 0);
+}
 
 // NOTE: with few rows (decode) each accumulator is a chain of dependent FMAs,
 // so a one-panel tile waits on FMA latency rather than on memory; up to 6
@@ -253,8 +264,9 @@ MOEKIT_TARGET_AVX512 inline void panel_group(const Bank& bank, Index p, Index c1
 
 // Hidden columns [c0, c1) of G = A·W_gateᵀ and U = A·W_upᵀ, panel by panel.
 template <class Bank>
-MOEKIT_TARGET_AVX512 inline void gate_up_panels(const float* A, Index lda, Index m, Index K, const Bank& bank,
-                                                Index c0, Index c1, float* G, float* U, Index ldo) {
+MOEKIT_TARGET_AVX512 inline void gate_up_panels(const float* A, Index lda, Index m, Index K,
+                                                const Bank& bank, Index c0, Index c1, float* G,
+                                                float* U, Index ldo) {
   Index p = c0 / kPanel;
   const Index p_end = (c1 + kPanel - 1) / kPanel;
   if (m <= kWideRows)
@@ -283,8 +295,9 @@ MOEKIT_TARGET_AVX512 inline void gate_up_panels(const float* A, Index lda, Index
 // Output columns [c0, c1) of Y = A·Wᵀ: four panels at a time for few rows,
 // else two (12 rows x 32 columns), then what is left.
 template <class Bank>
-MOEKIT_TARGET_AVX512 inline void matmul_panels(const float* A, Index lda, Index m, Index K, const Bank& bank,
-                                               Index c0, Index c1, float* Y, Index ldy) {
+MOEKIT_TARGET_AVX512 inline void matmul_panels(const float* A, Index lda, Index m, Index K,
+                                               const Bank& bank, Index c0, Index c1, float* Y,
+                                               Index ldy) {
   Index p = c0 / kPanel;
   const Index p_end = (c1 + kPanel - 1) / kPanel;
   if (m <= kWideRows)
@@ -321,15 +334,17 @@ MOEKIT_TARGET_AVX512 inline void matmul_panels(const float* A, Index lda, Index 
 }
 
 template <class T = float>
-MOEKIT_TARGET_AVX512 inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed,
-                                         Index f, Index c0, Index c1, float* G, float* U, Index ldo) {
+MOEKIT_TARGET_AVX512 inline void gate_up(const float* A, Index lda, Index m, Index K,
+                                         const T* packed, Index f, Index c0, Index c1, float* G,
+                                         float* U, Index ldo) {
   (void)f;
   gate_up_panels(A, lda, m, K, PanelBank<T, 2 * kPanel>{packed, K}, c0, c1, G, U, ldo);
 }
 
 template <class T = float>
-MOEKIT_TARGET_AVX512 inline void matmul(const float* A, Index lda, Index m, Index K, const T* packed,
-                                        Index N, Index c0, Index c1, float* Y, Index ldy) {
+MOEKIT_TARGET_AVX512 inline void matmul(const float* A, Index lda, Index m, Index K,
+                                        const T* packed, Index N, Index c0, Index c1, float* Y,
+                                        Index ldy) {
   (void)N;
   matmul_panels(A, lda, m, K, PanelBank<T, kPanel>{packed, K}, c0, c1, Y, ldy);
 }
@@ -337,15 +352,17 @@ MOEKIT_TARGET_AVX512 inline void matmul(const float* A, Index lda, Index m, Inde
 /// Fused int8 (Bits = 8) / int4 (Bits = 4) kernels: codes and scales in the
 /// layout of quantized.hpp, decoded in registers as they stream.
 template <int Bits>
-MOEKIT_TARGET_AVX512 inline void gate_up_quant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
-                                               const float* scales, Index f, Index c0, Index c1, float* G, float* U,
+MOEKIT_TARGET_AVX512 inline void gate_up_quant(const float* A, Index lda, Index m, Index K,
+                                               const std::uint8_t* codes, const float* scales,
+                                               Index f, Index c0, Index c1, float* G, float* U,
                                                Index ldo) {
   (void)f;
   gate_up_panels(A, lda, m, K, QuantBank<Bits, 2 * kPanel>{codes, scales, K}, c0, c1, G, U, ldo);
 }
 template <int Bits>
-MOEKIT_TARGET_AVX512 inline void matmul_quant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
-                                              const float* scales, Index N, Index c0, Index c1, float* Y, Index ldy) {
+MOEKIT_TARGET_AVX512 inline void matmul_quant(const float* A, Index lda, Index m, Index K,
+                                              const std::uint8_t* codes, const float* scales,
+                                              Index N, Index c0, Index c1, float* Y, Index ldy) {
   (void)N;
   matmul_panels(A, lda, m, K, QuantBank<Bits, kPanel>{codes, scales, K}, c0, c1, Y, ldy);
 }
@@ -374,13 +391,16 @@ MOEKIT_TARGET_AVX512 inline void silu_mul_f32(const float* g, const float* u, fl
   for (; i + 16 <= n; i += 16) {
     const __m512 gv = _mm512_loadu_ps(g + i);
     const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), gv));
-    _mm512_storeu_ps(h + i, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + i)));
+    _mm512_storeu_ps(
+        h + i, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + i)));
   }
   if (i < n) {
     const __mmask16 m = column_mask(n - i);
     const __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
     const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), gv));
-    _mm512_mask_storeu_ps(h + i, m, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i)));
+    _mm512_mask_storeu_ps(
+        h + i, m,
+        _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i)));
   }
 }
 

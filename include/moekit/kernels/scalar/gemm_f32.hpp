@@ -9,8 +9,8 @@
 
 #include <cmath>
 
-#include "../packing.hpp"
 #include "../../core/dtype.hpp"
+#include "../packing.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
 namespace kernels {
@@ -65,7 +65,8 @@ inline void matmul(const float* A, Index lda, Index m, Index K, const T* packed,
       for (Index k = 0; k < K; ++k) {
         for (Index r = 0; r < mr; ++r) {
           const float a = A[(i + r) * lda + k];
-          for (Index j = 0; j < kPanel; ++j) y[r][j] += a * widen(B[packed_offset<T>(k, j, kPanel)]);
+          for (Index j = 0; j < kPanel; ++j)
+            y[r][j] += a * widen(B[packed_offset<T>(k, j, kPanel)]);
         }
       }
       for (Index r = 0; r < mr; ++r)
