@@ -279,7 +279,9 @@ TEST_P(PerIsa, BlockWithHalfPrecisionWeights) {
 }
 
 // int8 / int4 weights with group-wise scales: the masters become the
-// dequantised values, so against the reference the f32 tolerance holds; the
+// dequantised values, so against the reference the f32 tolerance holds when
+// the kernels dequantise (widen), and 1e-2 of the output scale with vdpbf16ps
+// (activations rounded to bf16, as BlockWithHalfPrecisionWeights); the
 // quantisation error itself (vs the f32 block) is bounded separately.
 TEST_P(PerIsa, BlockWithQuantizedWeights) {
   for (moekit::Dtype t : {moekit::Dtype::i8, moekit::Dtype::i4}) {
@@ -291,9 +293,18 @@ TEST_P(PerIsa, BlockWithQuantizedWeights) {
     block.experts().set_weight_dtype(t);
     const Matrix y = block.forward(x);
     const Matrix ref = moekit::reference::forward(block, x);
+    const bool dot = block.experts().bf16_uses_dot();
+    EXPECT_EQ(dot, GetParam() == Isa::avx512_bf16);
     EXPECT_LE(moekit_test::max_abs_diff(y, ref),
-              moekit_test::kBlockTolerance * moekit_test::scale_of(ref))
+              (dot ? 1e-2 : moekit_test::kBlockTolerance) * moekit_test::scale_of(ref))
         << moekit::dtype_name(t);
+    if (dot) {  // widen: exactly the dequantised weights, f32 activations, f32 tolerance
+      block.experts().set_bf16_math(moekit::Bf16Math::widen);
+      EXPECT_LE(moekit_test::max_abs_diff(block.forward(x), ref),
+                moekit_test::kBlockTolerance * moekit_test::scale_of(ref));
+      block.experts().set_bf16_math(moekit::Bf16Math::dot);
+      EXPECT_TRUE(moekit_test::bit_identical(block.forward(x), y));
+    }
     EXPECT_LE(moekit_test::max_abs_diff(y, y32),
               (t == moekit::Dtype::i8 ? 3e-2 : 0.5) * moekit_test::scale_of(y32));
     EXPECT_LT(block.experts().bytes_of_expert(0), bytes32 / (t == moekit::Dtype::i8 ? 3 : 5));
@@ -419,6 +430,93 @@ TEST_P(PerIsa, QuantizedKernelsMatchDequantizedF32) {
           k.matmul_quant(bits)(A.data(), K, m, K, c16.data(), s16.data(), N, 0, N, Ym.data(), N);
           ASSERT_TRUE(moekit_test::bit_identical(Y1, Ym.topRows(1)))
               << bits << " bits m=" << m << " K=" << K << " N=" << N;
+        }
+}
+
+// The vdpbf16ps entry points for int8 / int4 (AVX-512 BF16 only) against a
+// double product of the bf16-rounded activations and the dequantised masters:
+// codes are exact in bf16 and the products exact in f32, so the only error is
+// f32 summation (per group, then the scaled group sums): 1e-5·sqrt(K) of the
+// output scale. Row counts both sides of the wide tiles (6) and the row tile
+// (12), K across group boundaries and odd (a padded k-pair), column ranges
+// that end mid-panel; a row's bytes do not depend on the row count.
+TEST_P(PerIsa, QuantDotKernelsAgainstRoundedProducts) {
+  const auto& k = kernels::active();
+  if (!k.gate_up_q8_dot) {
+    EXPECT_NE(GetParam(), Isa::avx512_bf16);
+    GTEST_SKIP() << "no vdpbf16ps on " << moekit::isa_name(GetParam());
+  }
+  const auto round = [](Matrix m) {
+    for (Index i = 0; i < m.size(); ++i)
+      m.data()[i] = static_cast<float>(moekit::bf16(m.data()[i]));
+    return m;
+  };
+  for (int bits : {8, 4})
+    for (Index m : {1, 3, 6, 7, 12, 13, 30})
+      for (Index K : {1, 2, 31, 32, 33, 64, 97})
+        for (Index N : {1, 15, 16, 17, 40, 64, 70}) {
+          Matrix W = random_matrix(N, K, static_cast<std::uint32_t>(N * 13 + K)),
+                 W2 = random_matrix(N, K, static_cast<std::uint32_t>(N * 17 + K));
+          const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(5 * m + K));
+          const Index np = kernels::panels(N);
+          std::vector<std::uint8_t> c16(
+              static_cast<std::size_t>(np * kernels::quant_panel_code_bytes(K, 16, bits)));
+          std::vector<float> s16(static_cast<std::size_t>(np * kernels::quant_panel_scales(K, 16)));
+          std::vector<std::uint8_t> c32(
+              static_cast<std::size_t>(np * kernels::quant_panel_code_bytes(K, 32, bits)));
+          std::vector<float> s32(static_cast<std::size_t>(np * kernels::quant_panel_scales(K, 32)));
+          Matrix Wd = W;
+          float* one[1] = {Wd.data()};
+          float* two[2] = {W.data(), W2.data()};
+          for (Index p = 0; p < np; ++p) {
+            kernels::quantize_panel(one, 1, N, K, p, bits,
+                                    c16.data() + p * kernels::quant_panel_code_bytes(K, 16, bits),
+                                    s16.data() + p * kernels::quant_panel_scales(K, 16));
+            kernels::quantize_panel(two, 2, N, K, p, bits,
+                                    c32.data() + p * kernels::quant_panel_code_bytes(K, 32, bits),
+                                    s32.data() + p * kernels::quant_panel_scales(K, 32));
+          }
+          const Eigen::MatrixXd Ar = round(A).cast<double>();
+          const Eigen::MatrixXd ref = Ar * Wd.cast<double>().transpose(),
+                                refg = Ar * W.cast<double>().transpose(),
+                                refu = Ar * W2.cast<double>().transpose();
+          const double scale = std::max({1.0, ref.cwiseAbs().maxCoeff(), refg.cwiseAbs().maxCoeff(),
+                                         refu.cwiseAbs().maxCoeff()});
+          const double tol = 1e-5 * std::sqrt(static_cast<double>(K)) * scale;
+          for (Index split : {N, (N > 32 ? Index(32) : N)}) {
+            Matrix Y = Matrix::Constant(m, N, 777.0f), G = Y, U = Y;
+            k.matmul_quant_dot(bits)(A.data(), K, m, K, c16.data(), s16.data(), N, 0, split,
+                                     Y.data(), N);
+            k.gate_up_quant_dot(bits)(A.data(), K, m, K, c32.data(), s32.data(), N, 0, split,
+                                      G.data(), U.data(), N);
+            if (split < N) {
+              ASSERT_EQ(Y(m - 1, split), 777.0f) << "wrote past its column range";
+              ASSERT_EQ(U(m - 1, split), 777.0f) << "wrote past its column range";
+              k.matmul_quant_dot(bits)(A.data(), K, m, K, c16.data(), s16.data(), N, split, N,
+                                       Y.data(), N);
+              k.gate_up_quant_dot(bits)(A.data(), K, m, K, c32.data(), s32.data(), N, split, N,
+                                        G.data(), U.data(), N);
+            }
+            ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol)
+                << bits << " bits matmul m=" << m << " K=" << K << " N=" << N;
+            ASSERT_LE((G.cast<double>() - refg).cwiseAbs().maxCoeff(), tol)
+                << bits << " bits gate m=" << m << " K=" << K << " N=" << N;
+            ASSERT_LE((U.cast<double>() - refu).cwiseAbs().maxCoeff(), tol)
+                << bits << " bits up m=" << m << " K=" << K << " N=" << N;
+          }
+          Matrix Y1(1, N), Ym(m, N), G1(1, N), U1(1, N), Gm(m, N), Um(m, N);
+          k.matmul_quant_dot(bits)(A.data(), K, 1, K, c16.data(), s16.data(), N, 0, N, Y1.data(),
+                                   N);
+          k.matmul_quant_dot(bits)(A.data(), K, m, K, c16.data(), s16.data(), N, 0, N, Ym.data(),
+                                   N);
+          k.gate_up_quant_dot(bits)(A.data(), K, 1, K, c32.data(), s32.data(), N, 0, N, G1.data(),
+                                    U1.data(), N);
+          k.gate_up_quant_dot(bits)(A.data(), K, m, K, c32.data(), s32.data(), N, 0, N, Gm.data(),
+                                    Um.data(), N);
+          ASSERT_TRUE(moekit_test::bit_identical(Y1, Ym.topRows(1)))
+              << "row count changed row 0: m=" << m;
+          ASSERT_TRUE(moekit_test::bit_identical(G1, Gm.topRows(1)));
+          ASSERT_TRUE(moekit_test::bit_identical(U1, Um.topRows(1)));
         }
 }
 

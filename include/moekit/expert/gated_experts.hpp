@@ -38,15 +38,17 @@
 
 MOEKIT_NAMESPACE_BEGIN
 
-/// How experts with bf16 weights compute (GatedExperts::set_bf16_math).
+/// How experts with bf16, int8 or int4 weights compute (GatedExperts::set_bf16_math).
 enum class Bf16Math {
   /// Where the CPU has AVX-512 BF16 (Isa::avx512_bf16): activations rounded to
   /// bf16 (nearest even), products summed in pairs by vdpbf16ps into f32 —
   /// twice the multiply-adds per instruction, as bf16 inference in PyTorch and
-  /// ggml computes; about 2^-9 relative error per product. Elsewhere: widen.
+  /// ggml computes; about 2^-9 relative error per product. int8 / int4 codes
+  /// are exact in bf16: their products are summed per group of 32 inputs and
+  /// each group's sum is multiplied by its scale in f32. Elsewhere: widen.
   dot,
-  /// Weights widened to f32 as they load, f32 activations: f32 arithmetic on
-  /// the rounded weights, on every ISA.
+  /// Weights widened (bf16) or dequantised (int8 / int4) to f32 as they load,
+  /// f32 activations: f32 arithmetic on exactly the stored weights, on every ISA.
   widen,
 };
 
@@ -262,17 +264,16 @@ class GatedExperts {
     pack();
     return *this;
   }
-  /// How bf16 experts compute (Bf16Math::dot by default; see Bf16Math). Only
-  /// the arithmetic changes, not the stored weights.
+  /// How bf16, int8 and int4 experts compute (Bf16Math::dot by default; see
+  /// Bf16Math). Only the arithmetic changes, not the stored weights.
   GatedExperts& set_bf16_math(Bf16Math m) noexcept {
     bf16_math_ = m;
     return *this;
   }
   Bf16Math bf16_math() const noexcept { return bf16_math_; }
-  /// True when bf16 experts use vdpbf16ps in the current ISA (dot math and an ISA that has it).
-  bool bf16_uses_dot() const noexcept {
-    return bf16_math_ == Bf16Math::dot && kernels::active().gate_up_bf16_dot != nullptr;
-  }
+  /// True when bf16, int8 and int4 experts use vdpbf16ps in the current ISA
+  /// (dot math and an ISA that has it).
+  bool bf16_uses_dot() const noexcept { return uses_dot(kernels::active()); }
 
   /// The same for one expert: mixed precision within a bank (MC-MoE style).
   GatedExperts& set_expert_dtype(Index e, Dtype t) {
@@ -304,7 +305,8 @@ class GatedExperts {
       const kernels::KernelTable& k = kernels::active();
       const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
       if (is_quantized(pe.type)) {
-        k.gate_up_quant(pe.type == Dtype::i8 ? 8 : 4)(
+        const int bits = pe.type == Dtype::i8 ? 8 : 4;
+        (uses_dot(k) ? k.gate_up_quant_dot(bits) : k.gate_up_quant(bits))(
             x, d_, n, d_, packed_data_.data() + pe.gu,
             reinterpret_cast<const float*>(packed_data_.data() + pe.gu_scales), f_, c0, c1, H, U,
             f_);
@@ -313,8 +315,7 @@ class GatedExperts {
           using T = std::remove_pointer_t<decltype(tag)>;
           const T* p = reinterpret_cast<const T*>(packed_data_.data() + pe.gu);
           if constexpr (std::is_same_v<T, bf16>)
-            if (bf16_math_ == Bf16Math::dot && k.gate_up_bf16_dot)
-              return k.gate_up_bf16_dot(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
+            if (uses_dot(k)) return k.gate_up_bf16_dot(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
           k.gate_up(p)(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
         });
       }
@@ -351,7 +352,8 @@ class GatedExperts {
       const kernels::KernelTable& k = kernels::active();
       const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
       if (is_quantized(pe.type)) {
-        k.matmul_quant(pe.type == Dtype::i8 ? 8 : 4)(
+        const int bits = pe.type == Dtype::i8 ? 8 : 4;
+        (uses_dot(k) ? k.matmul_quant_dot(bits) : k.matmul_quant(bits))(
             scratch, f_, n, f_, packed_data_.data() + pe.down,
             reinterpret_cast<const float*>(packed_data_.data() + pe.down_scales), d_, c0, c1, out,
             d_);
@@ -360,8 +362,7 @@ class GatedExperts {
           using T = std::remove_pointer_t<decltype(tag)>;
           const T* p = reinterpret_cast<const T*>(packed_data_.data() + pe.down);
           if constexpr (std::is_same_v<T, bf16>)
-            if (bf16_math_ == Bf16Math::dot && k.matmul_bf16_dot)
-              return k.matmul_bf16_dot(scratch, f_, n, f_, p, d_, c0, c1, out, d_);
+            if (uses_dot(k)) return k.matmul_bf16_dot(scratch, f_, n, f_, p, d_, c0, c1, out, d_);
           k.matmul(p)(scratch, f_, n, f_, p, d_, c0, c1, out, d_);
         });
       }
@@ -392,6 +393,9 @@ class GatedExperts {
   }
 
  private:
+  bool uses_dot(const kernels::KernelTable& k) const noexcept {
+    return bf16_math_ == Bf16Math::dot && k.has_dot();
+  }
   Index checked(Index e) const {
     detail::require(e >= 0 && e < E_, "expert id: expected [0, ", E_, "), got ", e);
     return e;

@@ -207,9 +207,21 @@ struct KernelTable {
   /// bf16 weights times bf16-rounded activations (vdpbf16ps); null where the ISA lacks it.
   GateUpFn<bf16> gate_up_bf16_dot = nullptr;
   MatmulFn<bf16> matmul_bf16_dot = nullptr;
+  /// int8 / int4 codes (exact in bf16) times bf16-rounded activations
+  /// (vdpbf16ps), group scales applied in f32; null where the ISA lacks it.
+  QGateUpFn gate_up_q8_dot = nullptr, gate_up_q4_dot = nullptr;
+  QMatmulFn matmul_q8_dot = nullptr, matmul_q4_dot = nullptr;
 
   QGateUpFn gate_up_quant(int bits) const noexcept { return bits == 8 ? gate_up_q8 : gate_up_q4; }
   QMatmulFn matmul_quant(int bits) const noexcept { return bits == 8 ? matmul_q8 : matmul_q4; }
+  QGateUpFn gate_up_quant_dot(int bits) const noexcept {
+    return bits == 8 ? gate_up_q8_dot : gate_up_q4_dot;
+  }
+  QMatmulFn matmul_quant_dot(int bits) const noexcept {
+    return bits == 8 ? matmul_q8_dot : matmul_q4_dot;
+  }
+  /// True when this ISA has the vdpbf16ps kernels (Bf16Math::dot runs them).
+  bool has_dot() const noexcept { return gate_up_bf16_dot != nullptr; }
 
   GateUpFn<float> gate_up(const float*) const noexcept { return gate_up_f32; }
   GateUpFn<bf16> gate_up(const bf16*) const noexcept { return gate_up_bf16; }
@@ -263,6 +275,10 @@ inline const KernelTable& table_for(Isa isa) noexcept {
     t.isa = Isa::avx512_bf16;
     t.gate_up_bf16_dot = &avx512_bf16::gate_up;
     t.matmul_bf16_dot = &avx512_bf16::matmul;
+    t.gate_up_q8_dot = &avx512_bf16::gate_up_quant<8>;
+    t.gate_up_q4_dot = &avx512_bf16::gate_up_quant<4>;
+    t.matmul_q8_dot = &avx512_bf16::matmul_quant<8>;
+    t.matmul_q4_dot = &avx512_bf16::matmul_quant<4>;
     return t;
   }();
   switch (isa) {

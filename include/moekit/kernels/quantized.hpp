@@ -3,19 +3,24 @@
 // layout (packing.hpp).
 //
 // NOTE: a packed weight with W values per k-row (W = 16 for a plain panel,
-// 32 for a gate + up panel) stores, per panel, K rows of W signed codes
-// (int8: one byte each; int4: W/2 bytes, byte j holding column j in its low
-// nibble and column j + W/2 in its high nibble, each stored as code + 8) and,
-// per group of kQuantGroup consecutive k and per column, one f32 scale. (The
-// int4 split puts the gate half of a gate + up row in the low nibbles and the
-// up half in the high ones, so a kernel unpacks a row with one shift.) Symmetric quantisation: scale = max|w| / qmax over
-// the group (qmax 127 or 7), code = round(w / scale). Quantising also writes
-// the dequantised values code · scale back into the f32 master weights, so the
-// reference and the kernels compute with exactly the same weights. AVX-512 and
-// AVX2 kernels decode the codes in registers as they stream them
-// (avx512/gemm_f32.hpp, avx2/gemm_f32.hpp); scalar and NEON dequantise one
-// panel into a per-thread f32 buffer and run their f32 panel kernel on it
-// (dispatch.hpp).
+// 32 for a gate + up panel) stores, per panel, one f32 scale per group of
+// kQuantGroup consecutive k and per column, and signed codes in k-pairs, as
+// bf16 panels are stored (packing.hpp): value (k, j) is element
+// e = 2j + (k & 1) of k-pair k / 2, which holds 2W elements (an odd K is
+// padded with code 0). int8: one byte per element, e in order. int4: W bytes
+// per k-pair, element e in the low nibble of byte e (e < W) or the high nibble
+// of byte e - W, each stored as code + 8. So a gate + up k-pair is 32 bytes
+// whose low nibbles are the gate pairs and high nibbles the up pairs, and a
+// k-pair of a plain panel is 16 bytes: columns 0-7 in the low nibbles, 8-15 in
+// the high ones. The pairs are what vdpbf16ps multiplies (codes are exact in
+// bf16; the scale is applied per group in f32). Symmetric quantisation:
+// scale = max|w| / qmax over the group (qmax 127 or 7), code = round(w / scale).
+// Quantising also writes the dequantised values code · scale back into the f32
+// master weights, so the reference and the kernels compute with exactly the
+// same weights. AVX-512 and AVX2 kernels decode the codes in registers as they
+// stream them (avx512/gemm_f32.hpp, avx512/gemm_bf16_dot.hpp,
+// avx2/gemm_f32.hpp); scalar and NEON dequantise one panel into a per-thread
+// f32 buffer and run their f32 panel kernel on it (dispatch.hpp).
 #pragma once
 
 #include <algorithm>
@@ -33,14 +38,34 @@ constexpr Index kQuantGroup = 32;
 inline Index quant_groups(Index K) noexcept { return (K + kQuantGroup - 1) / kQuantGroup; }
 /// Bytes of codes of one panel of K rows, W values per row, `bits` 8 or 4.
 inline Index quant_panel_code_bytes(Index K, Index W, int bits) noexcept {
-  return bits == 8 ? K * W : K * W / 2;
+  const Index pairs = (K + 1) / 2;
+  return bits == 8 ? pairs * 2 * W : pairs * W;
+}
+/// Byte holding element e (0 <= e < 2W) of k-pair kp (int4: low nibble if e < W, else high).
+inline Index quant_code_byte(Index kp, Index e, Index W, int bits) noexcept {
+  return bits == 8 ? kp * 2 * W + e : kp * W + e % W;
 }
 /// Floats of scales of one panel.
 inline Index quant_panel_scales(Index K, Index W) noexcept { return quant_groups(K) * W; }
 
-/// Quantises the panel columns of `rows` source matrices (each [N, K], row
-/// pointers src[s]), `per` = values per source per k-row (16), into codes and
-/// scales of panel p, writing dequantised values back into the sources.
+namespace detail {
+// Writes code q of (k, col) of a panel with W values per k-row.
+inline void store_code(std::uint8_t* codes, Index k, Index col, Index W, int bits, int q) noexcept {
+  const Index e = 2 * col + (k & 1);
+  std::uint8_t& byte = codes[quant_code_byte(k >> 1, e, W, bits)];
+  if (bits == 8) {
+    byte = static_cast<std::uint8_t>(static_cast<std::int8_t>(q));
+  } else {
+    const auto nib = static_cast<std::uint8_t>(q + 8);
+    byte = e < W ? static_cast<std::uint8_t>((byte & 0xf0u) | nib)
+                 : static_cast<std::uint8_t>((byte & 0x0fu) | (nib << 4));
+  }
+}
+}  // namespace detail
+
+/// Quantises panel p of `nsrc` source matrices (each [N, K], row-major, src[s];
+/// 16 columns of each per k-row: W = 16·nsrc) into codes and scales, writing
+/// the dequantised values back into the sources.
 inline void quantize_panel(float* const* src, int nsrc, Index N, Index K, Index p, int bits,
                            std::uint8_t* codes, float* scales) {
   const Index W = nsrc * kPanel;
@@ -64,16 +89,9 @@ inline void quantize_panel(float* const* src, int nsrc, Index N, Index K, Index 
           } else if (n < N) {
             src[s][n * K + k] = 0.0f;
           }
-          const auto code = static_cast<std::int8_t>(q);
-          if (bits == 8) {
-            codes[k * W + col] = static_cast<std::uint8_t>(code);
-          } else {
-            std::uint8_t& byte = codes[k * (W / 2) + col % (W / 2)];
-            const auto nib = static_cast<std::uint8_t>(code + 8);
-            byte = (col < W / 2) ? static_cast<std::uint8_t>((byte & 0xf0u) | nib)
-                                 : static_cast<std::uint8_t>((byte & 0x0fu) | (nib << 4));
-          }
+          detail::store_code(codes, k, col, W, bits, static_cast<int>(q));
         }
+        if (k1 == K && (K & 1)) detail::store_code(codes, K, col, W, bits, 0);  // pad
       }
   }
 }
@@ -85,13 +103,10 @@ inline void dequant_panel_scalar(const std::uint8_t* codes, const float* scales,
   for (Index k = 0; k < K; ++k) {
     const float* s = scales + (k / kQuantGroup) * W;
     for (Index j = 0; j < W; ++j) {
-      int q;
-      if (bits == 8) {
-        q = static_cast<std::int8_t>(codes[k * W + j]);
-      } else {
-        const std::uint8_t b = codes[k * (W / 2) + j % (W / 2)];
-        q = static_cast<int>(j < W / 2 ? (b & 0x0fu) : (b >> 4)) - 8;
-      }
+      const Index e = 2 * j + (k & 1);
+      const std::uint8_t b = codes[quant_code_byte(k >> 1, e, W, bits)];
+      const int q = bits == 8 ? static_cast<std::int8_t>(b)
+                              : static_cast<int>(e < W ? (b & 0x0fu) : (b >> 4)) - 8;
       out[k * W + j] = static_cast<float>(q) * s[j];
     }
   }

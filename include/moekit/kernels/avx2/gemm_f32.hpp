@@ -59,16 +59,19 @@ struct QuantPanel {
 };
 template <Index W, int Bits>
 MOEKIT_TARGET_AVX2 inline __m256 weights8(const QuantPanel<Bits>& B, Index k, Index off) {
+  // Codes sit in k-pairs (quantized.hpp): 16-bit word j holds column off + j's pair.
+  const int odd = static_cast<int>(k & 1);
   __m256i q;
   if constexpr (Bits == 8) {
-    q = _mm256_cvtepi8_epi32(
-        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(B.codes + k * W + off)));
+    const __m256i w = _mm256_cvtepi16_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.codes + (k >> 1) * 2 * W + 2 * off)));
+    q = _mm256_srai_epi32(_mm256_sll_epi32(w, _mm_cvtsi32_si128(24 - 8 * odd)), 24);
   } else {
-    // Columns [0, W/2) sit in the low nibbles of the row's W/2 bytes, [W/2, W) in the high ones.
-    const Index half = off / (W / 2), byte = off % (W / 2);
-    __m256i n = _mm256_cvtepu8_epi32(
-        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(B.codes + k * (W / 2) + byte)));
-    if (half) n = _mm256_srli_epi32(n, 4);
+    // Pair elements [0, W) sit in the low nibbles of the W bytes, [W, 2W) in the high ones.
+    const Index half = off / (W / 2), col = off % (W / 2);
+    const __m256i w = _mm256_cvtepu16_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.codes + (k >> 1) * W + 2 * col)));
+    const __m256i n = _mm256_srl_epi32(w, _mm_cvtsi32_si128(8 * odd + 4 * static_cast<int>(half)));
     q = _mm256_sub_epi32(_mm256_and_si256(n, _mm256_set1_epi32(0x0f)), _mm256_set1_epi32(8));
   }
   return _mm256_mul_ps(_mm256_cvtepi32_ps(q),

@@ -21,6 +21,7 @@
 
 #include "../../core/aligned_buffer.hpp"
 #include "../packing.hpp"
+#include "../quantized.hpp"
 #include "gemm_f32.hpp"
 
 MOEKIT_SIMD_WARNINGS_PUSH
@@ -59,124 +60,238 @@ inline std::uint32_t* pair_scratch(Index words) {
   return buf.data();
 }
 
-// MR rows x NP gate + up panels (W = 32 values, 64 bf16 per k-pair).
-// `next` (or null): the panels the call uses next, prefetched one k-pair row
-// per step (see avx512::gate_up_tile).
-template <int MR, int NP>
-MOEKIT_TARGET_AVX512_BF16 inline void gate_up_tile(const std::uint32_t* A, Index K2,
-                                                   const bf16* const* B, float* G, float* U,
-                                                   Index ldo, const __mmask16* mask,
-                                                   const bf16* const* next = nullptr) {
-  __m512 g[NP][MR], u[NP][MR];
-#pragma GCC unroll 16
-  for (int q = 0; q < NP; ++q)
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) g[q][r] = u[q][r] = _mm512_setzero_ps();
-  for (Index kp = 0; kp < K2; ++kp) {
-    if (next)
-#pragma GCC unroll 16
-      for (int q = 0; q < NP; ++q) avx512::prefetch_row<128>(next[q], kp);
-    __m512bh bg[NP], bu[NP];
-#pragma GCC unroll 16
-    for (int q = 0; q < NP; ++q) {
-      bg[q] = (__m512bh)_mm512_loadu_si512(B[q] + kp * 64);
-      bu[q] = (__m512bh)_mm512_loadu_si512(B[q] + kp * 64 + 32);
+// k-pair activation rows as the dot tiles read them: row i at A + i·K2 words.
+struct PairRows {
+  const std::uint32_t* A;
+  Index K2;
+  PairRows at(Index i) const noexcept { return {A + i * K2, K2}; }
+};
+
+// Weight sources of the dot tiles: the 16 column pairs (k-pair kp, columns
+// off..off+15) of one panel as a bf16 vector. bf16 panels are read as stored;
+// int8 / int4 codes are decoded in registers to bf16 (exact: |code| <= 128)
+// and their group's scale is applied in f32 when a group of k ends (kScaled).
+template <Index W>
+struct Bf16Pairs {
+  const bf16* p;
+  static constexpr bool kScaled = false;
+  static constexpr bool kPrefetch = true;
+  void prefetch(Index kp) const noexcept { avx512::prefetch_row<2 * W * sizeof(bf16)>(p, kp); }
+  MOEKIT_TARGET_AVX512_BF16 __m512bh operator()(Index kp, Index off) const {
+    return (__m512bh)_mm512_loadu_si512(p + kp * 2 * W + 2 * off);
+  }
+  MOEKIT_TARGET_AVX512_BF16 __m512 scale(Index, Index) const { return _mm512_set1_ps(1.0f); }  // unused
+};
+
+template <int Bits, Index W>
+struct QuantPairs {
+  const std::uint8_t* codes;
+  const float* scales;
+  static constexpr bool kScaled = true;
+  static constexpr bool kPrefetch = false;  // as avx512::QuantSource
+  void prefetch(Index) const noexcept {}
+  MOEKIT_TARGET_AVX512_BF16 __m512bh operator()(Index kp, Index off) const {
+    if constexpr (Bits == 8) {  // 32 bytes: the pairs of 16 columns, in order
+      const std::uint8_t* c = codes + kp * 2 * W + 2 * off;
+      const __m512 lo = _mm512_cvtepi32_ps(
+          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c))));
+      const __m512 hi = _mm512_cvtepi32_ps(
+          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16))));
+      return _mm512_cvtne2ps_pbh(hi, lo);
+    } else {
+      // bf16 of code - 8 for each nibble value; vpermw reads the low 5 bits of
+      // an index, so the table repeats for a high nibble's stray bit 4.
+      const __m512i values = _mm512_set_epi16(
+          0x40e0, 0x40c0, 0x40a0, 0x4080, 0x4040, 0x4000, 0x3f80, 0x0000, 0xbf80, 0xc000, 0xc040,
+          0xc080, 0xc0a0, 0xc0c0, 0xc0e0, 0xc100, 0x40e0, 0x40c0, 0x40a0, 0x4080, 0x4040, 0x4000,
+          0x3f80, 0x0000, 0xbf80, 0xc000, 0xc040, 0xc080, 0xc0a0, 0xc0c0, 0xc0e0, 0xc100);
+      __m512i idx;
+      if constexpr (W == 32) {  // 32 bytes: gate pairs in the low nibbles, up pairs in the high
+        idx = _mm512_cvtepu8_epi16(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + kp * W)));
+        if (off != 0) idx = _mm512_srli_epi16(idx, 4);
+      } else {  // 16 bytes: pairs of columns 0..7 in the low nibbles, 8..15 in the high
+        const __m256i b =
+            _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + kp * W)));
+        idx = _mm512_inserti64x4(_mm512_castsi256_si512(b), _mm256_srli_epi16(b, 4), 1);
+      }
+      return (__m512bh)_mm512_permutexvar_epi16(idx, values);
     }
+  }
+  MOEKIT_TARGET_AVX512_BF16 __m512 scale(Index g, Index off) const {
+    return _mm512_loadu_ps(scales + g * W + off);
+  }
+};
+
+// k-pairs per scale group (kQuantGroup k).
+constexpr Index kGroupPairs = kQuantGroup / 2;
+
+// MR rows x NP gate + up panels (W = 32 values, 64 per k-pair): 2·MR·NP
+// accumulators. With a scaled source they hold one group's sum, which is then
+// multiplied by the group's scale and added to the output total (kept in
+// memory: it changes once per group). Every output is the same sequence of
+// operations whatever MR and NP are, so a row's bytes do not depend on the
+// tile shape. `next` (or null): panels prefetched one k-pair row per step.
+template <int MR, int NP, class Src>
+MOEKIT_TARGET_AVX512_BF16 inline void gate_up_tile(const PairRows& A, const Src* B, float* G,
+                                                   float* U, Index ldo, const __mmask16* mask,
+                                                   const Src* next) {
+  __m512 g[NP][MR], u[NP][MR];
+  alignas(64) float total[Src::kScaled ? 2 * NP * MR * 16 : 1];
+  if constexpr (Src::kScaled)
+    for (auto& t : total) t = 0.0f;
+  for (Index grp = 0, kp0 = 0; kp0 < A.K2; ++grp) {
+    // Unscaled sources run all k-pairs as one group.
+    const Index kp1 = Src::kScaled && kp0 + kGroupPairs < A.K2 ? kp0 + kGroupPairs : A.K2;
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A[r * K2 + kp]));
+    for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
-      for (int q = 0; q < NP; ++q) {
-        g[q][r] = _mm512_dpbf16_ps(g[q][r], a, bg[q]);
-        u[q][r] = _mm512_dpbf16_ps(u[q][r], a, bu[q]);
+      for (int r = 0; r < MR; ++r) g[q][r] = u[q][r] = _mm512_setzero_ps();
+    for (Index kp = kp0; kp < kp1; ++kp) {
+      if constexpr (Src::kPrefetch)
+        if (next)
+#pragma GCC unroll 16
+          for (int q = 0; q < NP; ++q) next[q].prefetch(kp);
+      __m512bh bg[NP], bu[NP];
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) bg[q] = B[q](kp, 0), bu[q] = B[q](kp, 16);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A.A[r * A.K2 + kp]));
+#pragma GCC unroll 16
+        for (int q = 0; q < NP; ++q) {
+          g[q][r] = _mm512_dpbf16_ps(g[q][r], a, bg[q]);
+          u[q][r] = _mm512_dpbf16_ps(u[q][r], a, bu[q]);
+        }
       }
     }
+    if constexpr (Src::kScaled) {
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) {
+        const __m512 sg = B[q].scale(grp, 0), su = B[q].scale(grp, 16);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) {
+          float* tg = total + ((q * MR + r) * 2) * 16;
+          _mm512_store_ps(tg, _mm512_fmadd_ps(g[q][r], sg, _mm512_load_ps(tg)));
+          _mm512_store_ps(tg + 16, _mm512_fmadd_ps(u[q][r], su, _mm512_load_ps(tg + 16)));
+        }
+      }
+    }
+    kp0 = kp1;
   }
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
+      if constexpr (Src::kScaled) {
+        const float* tg = total + ((q * MR + r) * 2) * 16;
+        g[q][r] = _mm512_load_ps(tg);
+        u[q][r] = _mm512_load_ps(tg + 16);
+      }
       _mm512_mask_storeu_ps(G + r * ldo + q * kPanel, mask[q], g[q][r]);
       _mm512_mask_storeu_ps(U + r * ldo + q * kPanel, mask[q], u[q][r]);
     }
 }
 
-// MR rows x NP panels of Y = A·Wᵀ (W = 16 values, 32 bf16 per k-pair).
-template <int MR, int NP>
-MOEKIT_TARGET_AVX512_BF16 inline void down_tile(const std::uint32_t* A, Index K2,
-                                                const bf16* const* B, float* Y, Index ldy,
-                                                const __mmask16* mask,
-                                                const bf16* const* next = nullptr) {
+// MR rows x NP panels of Y = A·Wᵀ (W = 16 values, 32 per k-pair).
+template <int MR, int NP, class Src>
+MOEKIT_TARGET_AVX512_BF16 inline void down_tile(const PairRows& A, const Src* B, float* Y,
+                                                Index ldy, const __mmask16* mask,
+                                                const Src* next) {
   __m512 y[NP][MR];
+  alignas(64) float total[Src::kScaled ? NP * MR * 16 : 1];
+  if constexpr (Src::kScaled)
+    for (auto& t : total) t = 0.0f;
+  for (Index grp = 0, kp0 = 0; kp0 < A.K2; ++grp) {
+    const Index kp1 = Src::kScaled && kp0 + kGroupPairs < A.K2 ? kp0 + kGroupPairs : A.K2;
+#pragma GCC unroll 16
+    for (int q = 0; q < NP; ++q)
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) y[q][r] = _mm512_setzero_ps();
+    for (Index kp = kp0; kp < kp1; ++kp) {
+      if constexpr (Src::kPrefetch)
+        if (next)
+#pragma GCC unroll 16
+          for (int q = 0; q < NP; ++q) next[q].prefetch(kp);
+      __m512bh b[NP];
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) b[q] = B[q](kp, 0);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A.A[r * A.K2 + kp]));
+#pragma GCC unroll 16
+        for (int q = 0; q < NP; ++q) y[q][r] = _mm512_dpbf16_ps(y[q][r], a, b[q]);
+      }
+    }
+    if constexpr (Src::kScaled) {
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) {
+        const __m512 s = B[q].scale(grp, 0);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; ++r) {
+          float* t = total + (q * MR + r) * 16;
+          _mm512_store_ps(t, _mm512_fmadd_ps(y[q][r], s, _mm512_load_ps(t)));
+        }
+      }
+    }
+    kp0 = kp1;
+  }
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) y[q][r] = _mm512_setzero_ps();
-  for (Index kp = 0; kp < K2; ++kp) {
-    if (next)
-#pragma GCC unroll 16
-      for (int q = 0; q < NP; ++q) avx512::prefetch_row<64>(next[q], kp);
-    __m512bh b[NP];
-#pragma GCC unroll 16
-    for (int q = 0; q < NP; ++q) b[q] = (__m512bh)_mm512_loadu_si512(B[q] + kp * 32);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
-      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A[r * K2 + kp]));
-#pragma GCC unroll 16
-      for (int q = 0; q < NP; ++q) y[q][r] = _mm512_dpbf16_ps(y[q][r], a, b[q]);
+      if constexpr (Src::kScaled) y[q][r] = _mm512_load_ps(total + (q * MR + r) * 16);
+      _mm512_mask_storeu_ps(Y + r * ldy + q * kPanel, mask[q], y[q][r]);
     }
-  }
-#pragma GCC unroll 16
-  for (int q = 0; q < NP; ++q)
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(Y + r * ldy + q * kPanel, mask[q], y[q][r]);
 }
 
-// Gathers the NP panel pointers and column masks of the panel group at p.
-template <int NP>
-struct PanelGroup {
-  const bf16* B[NP];
-  __mmask16 mask[NP];
-  PanelGroup(const bf16* packed, Index panel_elems, Index p, Index c1) noexcept {
-    for (int q = 0; q < NP; ++q) {
-      B[q] = packed + (p + q) * panel_elems;
-      mask[q] = column_mask(c1 - (p + q) * kPanel);
-    }
+// The tiles above as a policy of the shared drivers (avx512::gate_up_panels).
+struct DotTiles {
+  template <int MR, int NP, class Src>
+  MOEKIT_TARGET_AVX512_BF16 static void gate_up(const PairRows& a, const Src* B, float* G,
+                                                float* U, Index ldo, const __mmask16* mask,
+                                                const Src* next) {
+    gate_up_tile<MR, NP>(a, B, G, U, ldo, mask, next);
+  }
+  template <int MR, int NP, class Src>
+  MOEKIT_TARGET_AVX512_BF16 static void down(const PairRows& a, const Src* B, float* Y, Index ldy,
+                                             const __mmask16* mask, const Src* next) {
+    down_tile<MR, NP>(a, B, Y, ldy, mask, next);
   }
 };
+
+template <Index W>
+struct Bf16PairBank {
+  const bf16* packed;
+  Index K2;
+  Bf16Pairs<W> operator()(Index p) const noexcept { return {packed + p * K2 * 2 * W}; }
+};
+template <int Bits, Index W>
+struct QuantPairBank {
+  const std::uint8_t* codes;
+  const float* scales;
+  Index K;
+  QuantPairs<Bits, W> operator()(Index p) const noexcept {
+    return {codes + p * quant_panel_code_bytes(K, W, Bits), scales + p * quant_panel_scales(K, W)};
+  }
+};
+
+// Rounds the call's rows to bf16 k-pairs in the per-thread buffer.
+MOEKIT_TARGET_AVX512_BF16 inline PairRows pair_rows(const float* A, Index lda, Index m, Index K) {
+  const Index K2 = (K + 1) / 2;
+  std::uint32_t* Ap = pair_scratch(m * K2);
+  to_bf16_pairs(A, lda, m, K, Ap);
+  return {Ap, K2};
+}
 
 /// Hidden columns [c0, c1) of G = A·W_gateᵀ, U = A·W_upᵀ from k-pair bf16 panels.
 MOEKIT_TARGET_AVX512_BF16 inline void gate_up(const float* A, Index lda, Index m, Index K,
                                               const bf16* packed, Index f, Index c0, Index c1,
                                               float* G, float* U, Index ldo) {
   (void)f;
-  const Index K2 = (K + 1) / 2, panel_elems = K2 * 4 * kPanel;
-  std::uint32_t* Ap = pair_scratch(m * K2);
-  to_bf16_pairs(A, lda, m, K, Ap);
-  Index p = c0 / kPanel;
-  const Index p_end = (c1 + kPanel - 1) / kPanel;
-  if (m <= avx512::kWideRows)
-    for (; p + 2 <= p_end; p += 2) {
-      const PanelGroup<2> pg(packed, panel_elems, p, c1);
-#define MOEKIT_CALL(R) \
-  gate_up_tile<R, 2>(Ap, K2, pg.B, G + p * kPanel, U + p * kPanel, ldo, pg.mask)
-      MOEKIT_AVX512_ROWS6(m, MOEKIT_CALL)
-#undef MOEKIT_CALL
-    }
-  for (; p < p_end; ++p) {
-    const PanelGroup<1> pg(packed, panel_elems, p, c1);
-    const bf16* after[1] = {packed + (p + 1) * panel_elems};  // prefetched by the first row tile
-    for (Index t = 0, i = 0, mr = 0, tiles = avx512::row_tiles(m); t < tiles; ++t, i += mr) {
-      mr = avx512::tile_rows(m, tiles, t);
-      const std::uint32_t* a = Ap + i * K2;
-      float* g = G + i * ldo + p * kPanel;
-      float* u = U + i * ldo + p * kPanel;
-      const bf16* const* nx = t == 0 && p + 1 < p_end ? after : nullptr;
-#define MOEKIT_CALL(R) gate_up_tile<R, 1>(a, K2, pg.B, g, u, ldo, pg.mask, nx)
-      MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
-#undef MOEKIT_CALL
-    }
-  }
+  avx512::gate_up_panels<DotTiles>(pair_rows(A, lda, m, K), m,
+                                   Bf16PairBank<2 * kPanel>{packed, (K + 1) / 2}, c0, c1, G, U,
+                                   ldo);
 }
 
 /// Output columns [c0, c1) of Y = A·Wᵀ from k-pair bf16 panels.
@@ -184,40 +299,32 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul(const float* A, Index lda, Index m,
                                              const bf16* packed, Index N, Index c0, Index c1,
                                              float* Y, Index ldy) {
   (void)N;
-  const Index K2 = (K + 1) / 2, panel_elems = K2 * 2 * kPanel;
-  std::uint32_t* Ap = pair_scratch(m * K2);
-  to_bf16_pairs(A, lda, m, K, Ap);
-  Index p = c0 / kPanel;
-  const Index p_end = (c1 + kPanel - 1) / kPanel;
-  if (m <= avx512::kWideRows)
-    for (; p + 4 <= p_end; p += 4) {
-      const PanelGroup<4> pg(packed, panel_elems, p, c1);
-#define MOEKIT_CALL(R) down_tile<R, 4>(Ap, K2, pg.B, Y + p * kPanel, ldy, pg.mask)
-      MOEKIT_AVX512_ROWS6(m, MOEKIT_CALL)
-#undef MOEKIT_CALL
-    }
-  for (; p + 2 <= p_end; p += 2) {
-    const PanelGroup<2> pg(packed, panel_elems, p, c1);
-    const bf16* after[2] = {packed + (p + 2) * panel_elems, packed + (p + 3) * panel_elems};
-    for (Index t = 0, i = 0, mr = 0, tiles = avx512::row_tiles(m); t < tiles; ++t, i += mr) {
-      mr = avx512::tile_rows(m, tiles, t);
-      const bf16* const* nx = t == 0 && p + 4 <= p_end ? after : nullptr;
-#define MOEKIT_CALL(R) \
-  down_tile<R, 2>(Ap + i * K2, K2, pg.B, Y + i * ldy + p * kPanel, ldy, pg.mask, nx)
-      MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
-#undef MOEKIT_CALL
-    }
-  }
-  if (p < p_end) {
-    const PanelGroup<1> pg(packed, panel_elems, p, c1);
-    for (Index t = 0, i = 0, mr = 0, tiles = avx512::row_tiles(m); t < tiles; ++t, i += mr) {
-      mr = avx512::tile_rows(m, tiles, t);
-#define MOEKIT_CALL(R) \
-  down_tile<R, 1>(Ap + i * K2, K2, pg.B, Y + i * ldy + p * kPanel, ldy, pg.mask)
-      MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
-#undef MOEKIT_CALL
-    }
-  }
+  avx512::matmul_panels<DotTiles>(pair_rows(A, lda, m, K), m,
+                                  Bf16PairBank<kPanel>{packed, (K + 1) / 2}, c0, c1, Y, ldy);
+}
+
+/// int8 (Bits = 8) / int4 (Bits = 4) weights (quantized.hpp) times
+/// bf16-rounded activations: codes decoded to bf16 in registers, products
+/// summed per scale group by vdpbf16ps, each group's sum times its scale
+/// added in f32.
+template <int Bits>
+MOEKIT_TARGET_AVX512_BF16 inline void gate_up_quant(const float* A, Index lda, Index m, Index K,
+                                                    const std::uint8_t* codes, const float* scales,
+                                                    Index f, Index c0, Index c1, float* G,
+                                                    float* U, Index ldo) {
+  (void)f;
+  avx512::gate_up_panels<DotTiles>(pair_rows(A, lda, m, K), m,
+                                   QuantPairBank<Bits, 2 * kPanel>{codes, scales, K}, c0, c1, G,
+                                   U, ldo);
+}
+template <int Bits>
+MOEKIT_TARGET_AVX512_BF16 inline void matmul_quant(const float* A, Index lda, Index m, Index K,
+                                                   const std::uint8_t* codes, const float* scales,
+                                                   Index N, Index c0, Index c1, float* Y,
+                                                   Index ldy) {
+  (void)N;
+  avx512::matmul_panels<DotTiles>(pair_rows(A, lda, m, K), m,
+                                  QuantPairBank<Bits, kPanel>{codes, scales, K}, c0, c1, Y, ldy);
 }
 
 }  // namespace avx512_bf16

@@ -82,9 +82,10 @@ struct PanelSource<bf16, W> {
   }
 };
 // int8 / int4 codes times their group's scale (quantized.hpp): the product
-// rounds exactly as the dequantised master weight does. int4 codes go through
-// a lookup of the 16 code values (-8..7 as f32) indexed by the nibble (vpermps
-// reads only the low 4 bits of each lane).
+// rounds exactly as the dequantised master weight does. Codes are stored in
+// k-pairs; a 16-bit word per column holds the pair, so k selects a shift.
+// int4 codes go through a lookup of the 16 code values (-8..7 as f32) indexed
+// by the nibble (vpermps reads only the low 4 bits of each lane).
 template <int Bits, Index W>
 struct QuantSource {
   const std::uint8_t* codes;
@@ -95,21 +96,25 @@ struct QuantSource {
   void prefetch(Index) const noexcept {}
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
     const __m512 scale = _mm512_loadu_ps(scales + (k / kQuantGroup) * W + off);
-    if constexpr (Bits == 8) {
-      const __m512i q = _mm512_cvtepi8_epi32(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + k * W + off)));
+    const int odd = static_cast<int>(k & 1);
+    if constexpr (Bits == 8) {  // word j = (code k even, code k odd) of column off + j
+      const __m512i w = _mm512_cvtepi16_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + (k >> 1) * 2 * W + 2 * off)));
+      const __m512i q =
+          _mm512_srai_epi32(_mm512_sll_epi32(w, _mm_cvtsi32_si128(24 - 8 * odd)), 24);
       return _mm512_mul_ps(_mm512_cvtepi32_ps(q), scale);
     } else {
       const __m512 values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-      const std::uint8_t* row = codes + k * (W / 2);
+      const std::uint8_t* pair = codes + (k >> 1) * W;
       __m512i lanes;
-      if constexpr (W == 32) {  // 16 bytes: gate in the low nibbles, up in the high ones
-        lanes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
-        if (off != 0) lanes = _mm512_srli_epi32(lanes, 4);
-      } else {  // 8 bytes: columns 0..7 low nibbles, 8..15 high nibbles
+      if constexpr (W == 32) {  // 32 bytes: gate pairs in the low nibbles, up in the high ones
+        lanes = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pair)));
+        lanes = _mm512_srl_epi32(lanes, _mm_cvtsi32_si128(8 * odd + (off != 0 ? 4 : 0)));
+      } else {  // 16 bytes: columns 0..7 in the low nibbles, 8..15 in the high ones
         const __m256i b =
-            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row)));
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pair)));
         lanes = _mm512_inserti64x4(_mm512_castsi256_si512(b), _mm256_srli_epi32(b, 4), 1);
+        lanes = _mm512_srl_epi32(lanes, _mm_cvtsi32_si128(8 * odd));
       }
       return _mm512_mul_ps(_mm512_permutexvar_ps(lanes, values), scale);
     }
@@ -249,6 +254,28 @@ inline Index tile_rows(Index m, Index tiles, Index t) noexcept {
 // core 4 to 24 independent chains while it streams the weights.
 constexpr int kWideRows = 6;
 
+// f32 activation rows as a tile reads them: row i of a call starts at A + i·lda.
+struct F32Rows {
+  const float* A;
+  Index lda, K;
+  F32Rows at(Index i) const noexcept { return {A + i * lda, lda, K}; }
+};
+
+// The tiles of this file as a policy of the drivers below (gemm_bf16_dot.hpp
+// has the vdpbf16ps one: the drivers are shared, the tiles differ).
+struct F32Tiles {
+  template <int MR, int NP, class Src>
+  MOEKIT_TARGET_AVX512 static void gate_up(const F32Rows& a, const Src* B, float* G, float* U,
+                                           Index ldo, const __mmask16* mask, const Src* next) {
+    gate_up_tile<MR, NP>(a.A, a.lda, a.K, B, G, U, ldo, mask, next);
+  }
+  template <int MR, int NP, class Src>
+  MOEKIT_TARGET_AVX512 static void down(const F32Rows& a, const Src* B, float* Y, Index ldy,
+                                        const __mmask16* mask, const Src* next) {
+    down_tile<MR, NP>(a.A, a.lda, a.K, B, Y, ldy, mask, next);
+  }
+};
+
 // Runs TILE<mr, NP> over row tiles of one group of NP panels starting at panel p.
 template <int NP, class Bank, class Tile>
 MOEKIT_TARGET_AVX512 inline void panel_group(const Bank& bank, Index p, Index c1, Tile&& tile) {
@@ -262,30 +289,33 @@ MOEKIT_TARGET_AVX512 inline void panel_group(const Bank& bank, Index p, Index c1
   tile(B, mask);
 }
 
-// Hidden columns [c0, c1) of G = A·W_gateᵀ and U = A·W_upᵀ, panel by panel.
-template <class Bank>
-MOEKIT_TARGET_AVX512 inline void gate_up_panels(const float* A, Index lda, Index m, Index K,
-                                                const Bank& bank, Index c0, Index c1, float* G,
-                                                float* U, Index ldo) {
+// Hidden columns [c0, c1) of G = A·W_gateᵀ and U = A·W_upᵀ, panel by panel,
+// for m rows of A, with the tiles of policy Tiles.
+template <class Tiles, class Rows, class Bank>
+MOEKIT_TARGET_AVX512 inline void gate_up_panels(const Rows& A, Index m, const Bank& bank, Index c0,
+                                                Index c1, float* G, float* U, Index ldo) {
+  using Src = decltype(bank(0));
+  const Src* const no_next = nullptr;
   Index p = c0 / kPanel;
   const Index p_end = (c1 + kPanel - 1) / kPanel;
   if (m <= kWideRows)
     for (; p + 2 <= p_end; p += 2)
-      panel_group<2>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
-#define MOEKIT_CALL(R) gate_up_tile<R, 2>(A, lda, K, B, G + p * kPanel, U + p * kPanel, ldo, mask)
+      panel_group<2>(bank, p, c1, [&](const Src* B, const __mmask16* mask) {
+#define MOEKIT_CALL(R) \
+  Tiles::template gate_up<R, 2>(A, B, G + p * kPanel, U + p * kPanel, ldo, mask, no_next)
         MOEKIT_AVX512_ROWS6(m, MOEKIT_CALL)
 #undef MOEKIT_CALL
       });
   for (; p < p_end; ++p)
-    panel_group<1>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
-      const auto after = bank(p + 1);  // the first row tile prefetches the next panel
+    panel_group<1>(bank, p, c1, [&](const Src* B, const __mmask16* mask) {
+      const Src after = bank(p + 1);  // the first row tile prefetches the next panel
       for (Index t = 0, i = 0, mr = 0, tiles = row_tiles(m); t < tiles; ++t, i += mr) {
         mr = tile_rows(m, tiles, t);
-        const float* a = A + i * lda;
+        const Rows a = A.at(i);
         float* g = G + i * ldo + p * kPanel;
         float* u = U + i * ldo + p * kPanel;
-        const auto* nx = t == 0 && p + 1 < p_end ? &after : nullptr;
-#define MOEKIT_CALL(R) gate_up_tile<R, 1>(a, lda, K, B, g, u, ldo, mask, nx)
+        const Src* nx = t == 0 && p + 1 < p_end ? &after : nullptr;
+#define MOEKIT_CALL(R) Tiles::template gate_up<R, 1>(a, B, g, u, ldo, mask, nx)
         MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
 #undef MOEKIT_CALL
       }
@@ -294,39 +324,40 @@ MOEKIT_TARGET_AVX512 inline void gate_up_panels(const float* A, Index lda, Index
 
 // Output columns [c0, c1) of Y = A·Wᵀ: four panels at a time for few rows,
 // else two (12 rows x 32 columns), then what is left.
-template <class Bank>
-MOEKIT_TARGET_AVX512 inline void matmul_panels(const float* A, Index lda, Index m, Index K,
-                                               const Bank& bank, Index c0, Index c1, float* Y,
-                                               Index ldy) {
+template <class Tiles, class Rows, class Bank>
+MOEKIT_TARGET_AVX512 inline void matmul_panels(const Rows& A, Index m, const Bank& bank, Index c0,
+                                               Index c1, float* Y, Index ldy) {
+  using Src = decltype(bank(0));
+  const Src* const no_next = nullptr;
   Index p = c0 / kPanel;
   const Index p_end = (c1 + kPanel - 1) / kPanel;
   if (m <= kWideRows)
     for (; p + 4 <= p_end; p += 4)
-      panel_group<4>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
-#define MOEKIT_CALL(R) down_tile<R, 4>(A, lda, K, B, Y + p * kPanel, ldy, mask)
+      panel_group<4>(bank, p, c1, [&](const Src* B, const __mmask16* mask) {
+#define MOEKIT_CALL(R) Tiles::template down<R, 4>(A, B, Y + p * kPanel, ldy, mask, no_next)
         MOEKIT_AVX512_ROWS6(m, MOEKIT_CALL)
 #undef MOEKIT_CALL
       });
   for (; p + 2 <= p_end; p += 2)
-    panel_group<2>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
-      const decltype(bank(p)) after[2] = {bank(p + 2), bank(p + 3)};
+    panel_group<2>(bank, p, c1, [&](const Src* B, const __mmask16* mask) {
+      const Src after[2] = {bank(p + 2), bank(p + 3)};
       for (Index t = 0, i = 0, mr = 0, tiles = row_tiles(m); t < tiles; ++t, i += mr) {
         mr = tile_rows(m, tiles, t);
-        const float* a = A + i * lda;
+        const Rows a = A.at(i);
         float* y = Y + i * ldy + p * kPanel;
-        const auto* nx = t == 0 && p + 4 <= p_end ? after : nullptr;
-#define MOEKIT_CALL(R) down_tile<R, 2>(a, lda, K, B, y, ldy, mask, nx)
+        const Src* nx = t == 0 && p + 4 <= p_end ? after : nullptr;
+#define MOEKIT_CALL(R) Tiles::template down<R, 2>(a, B, y, ldy, mask, nx)
         MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
 #undef MOEKIT_CALL
       }
     });
   if (p < p_end)
-    panel_group<1>(bank, p, c1, [&](const auto* B, const __mmask16* mask) {
+    panel_group<1>(bank, p, c1, [&](const Src* B, const __mmask16* mask) {
       for (Index t = 0, i = 0, mr = 0, tiles = row_tiles(m); t < tiles; ++t, i += mr) {
         mr = tile_rows(m, tiles, t);
-        const float* a = A + i * lda;
+        const Rows a = A.at(i);
         float* y = Y + i * ldy + p * kPanel;
-#define MOEKIT_CALL(R) down_tile<R, 1>(a, lda, K, B, y, ldy, mask)
+#define MOEKIT_CALL(R) Tiles::template down<R, 1>(a, B, y, ldy, mask, no_next)
         MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
 #undef MOEKIT_CALL
       }
@@ -338,7 +369,7 @@ MOEKIT_TARGET_AVX512 inline void gate_up(const float* A, Index lda, Index m, Ind
                                          const T* packed, Index f, Index c0, Index c1, float* G,
                                          float* U, Index ldo) {
   (void)f;
-  gate_up_panels(A, lda, m, K, PanelBank<T, 2 * kPanel>{packed, K}, c0, c1, G, U, ldo);
+  gate_up_panels<F32Tiles>(F32Rows{A, lda, K}, m, PanelBank<T, 2 * kPanel>{packed, K}, c0, c1, G, U, ldo);
 }
 
 template <class T = float>
@@ -346,7 +377,7 @@ MOEKIT_TARGET_AVX512 inline void matmul(const float* A, Index lda, Index m, Inde
                                         const T* packed, Index N, Index c0, Index c1, float* Y,
                                         Index ldy) {
   (void)N;
-  matmul_panels(A, lda, m, K, PanelBank<T, kPanel>{packed, K}, c0, c1, Y, ldy);
+  matmul_panels<F32Tiles>(F32Rows{A, lda, K}, m, PanelBank<T, kPanel>{packed, K}, c0, c1, Y, ldy);
 }
 
 /// Fused int8 (Bits = 8) / int4 (Bits = 4) kernels: codes and scales in the
@@ -357,14 +388,14 @@ MOEKIT_TARGET_AVX512 inline void gate_up_quant(const float* A, Index lda, Index 
                                                Index f, Index c0, Index c1, float* G, float* U,
                                                Index ldo) {
   (void)f;
-  gate_up_panels(A, lda, m, K, QuantBank<Bits, 2 * kPanel>{codes, scales, K}, c0, c1, G, U, ldo);
+  gate_up_panels<F32Tiles>(F32Rows{A, lda, K}, m, QuantBank<Bits, 2 * kPanel>{codes, scales, K}, c0, c1, G, U, ldo);
 }
 template <int Bits>
 MOEKIT_TARGET_AVX512 inline void matmul_quant(const float* A, Index lda, Index m, Index K,
                                               const std::uint8_t* codes, const float* scales,
                                               Index N, Index c0, Index c1, float* Y, Index ldy) {
   (void)N;
-  matmul_panels(A, lda, m, K, QuantBank<Bits, kPanel>{codes, scales, K}, c0, c1, Y, ldy);
+  matmul_panels<F32Tiles>(F32Rows{A, lda, K}, m, QuantBank<Bits, kPanel>{codes, scales, K}, c0, c1, Y, ldy);
 }
 
 /// exp(x) for 16 lanes: range reduction by ln 2 and a degree-6 polynomial
