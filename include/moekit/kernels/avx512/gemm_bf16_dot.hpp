@@ -71,16 +71,29 @@ struct PairRows {
 // off..off+15) of one panel as a bf16 vector. bf16 panels are read as stored;
 // int8 / int4 codes are decoded in registers to bf16 (exact: |code| <= 128)
 // and their group's scale is applied in f32 when a group of k ends (kScaled).
-template <Index W>
+// Scaled = true: bf16 pairs of decoded int8 / int4 codes (prefill decodes
+// a panel once for all its row tiles) with the codes' group scales.
+// `ahead` (or null): codes of the panel to be decoded after this one, whose
+// k-pair kp is asked into L2 as k-pair kp is read here (decoding then finds it
+// there instead of waiting on memory).
+template <Index W, bool Scaled = false>
 struct Bf16Pairs {
   const bf16* p;
-  static constexpr bool kScaled = false;
-  static constexpr bool kPrefetch = true;
+  const float* scales = nullptr;
+  const std::uint8_t* ahead = nullptr;
+  Index ahead_bytes = 0;  // bytes of codes per k-pair
+  static constexpr bool kScaled = Scaled;
+  static constexpr bool kPrefetch = !Scaled;  // a decoded panel is already in cache
   void prefetch(Index kp) const noexcept { avx512::prefetch_row<2 * W * sizeof(bf16)>(p, kp); }
   MOEKIT_TARGET_AVX512_BF16 __m512bh operator()(Index kp, Index off) const {
+    if constexpr (Scaled)
+      if (ahead && off == 0)
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + kp * ahead_bytes), _MM_HINT_T1);
     return (__m512bh)_mm512_loadu_si512(p + kp * 2 * W + 2 * off);
   }
-  MOEKIT_TARGET_AVX512_BF16 __m512 scale(Index, Index) const { return _mm512_set1_ps(1.0f); }  // unused
+  MOEKIT_TARGET_AVX512_BF16 __m512 scale(Index g, Index off) const {
+    return _mm512_loadu_ps(scales + g * W + off);
+  }
 };
 
 template <int Bits, Index W>
@@ -101,10 +114,12 @@ struct QuantPairs {
     } else {
       // bf16 of code - 8 for each nibble value; vpermw reads the low 5 bits of
       // an index, so the table repeats for a high nibble's stray bit 4.
-      const __m512i values = _mm512_set_epi16(
-          0x40e0, 0x40c0, 0x40a0, 0x4080, 0x4040, 0x4000, 0x3f80, 0x0000, 0xbf80, 0xc000, 0xc040,
-          0xc080, 0xc0a0, 0xc0c0, 0xc0e0, 0xc100, 0x40e0, 0x40c0, 0x40a0, 0x4080, 0x4040, 0x4000,
-          0x3f80, 0x0000, 0xbf80, 0xc000, 0xc040, 0xc080, 0xc0a0, 0xc0c0, 0xc0e0, 0xc100);
+      alignas(64) static constexpr std::uint16_t kValues[32] = {
+          0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040, 0xc000, 0xbf80,  // -8 .. -1
+          0x0000, 0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0,  // 0 .. 7
+          0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040, 0xc000, 0xbf80,
+          0x0000, 0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0};
+      const __m512i values = _mm512_load_si512(kValues);
       __m512i idx;
       if constexpr (W == 32) {  // 32 bytes: gate pairs in the low nibbles, up pairs in the high
         idx = _mm512_cvtepu8_epi16(
@@ -275,6 +290,79 @@ struct QuantPairBank {
     return {codes + p * quant_panel_code_bytes(K, W, Bits), scales + p * quant_panel_scales(K, W)};
   }
 };
+// Panels p0, p0 + 1, ... decoded to bf16 pairs one after another in `pairs`.
+// `ahead`: the codes of panel p0 + chunk (the next to decode), or null.
+template <Index W, int Bits>
+struct DecodedBank {
+  const bf16* pairs;
+  const float* scales;
+  const std::uint8_t* ahead;
+  Index K, p0;
+  Bf16Pairs<W, true> operator()(Index p) const noexcept {
+    const Index bytes = quant_panel_code_bytes(K, W, Bits);
+    return {pairs + (p - p0) * ((K + 1) / 2) * 2 * W, scales + p * quant_panel_scales(K, W),
+            ahead ? ahead + (p - p0) * bytes : nullptr, Bits == 8 ? 2 * W : W};
+  }
+};
+
+// The per-thread buffer of decoded panels (grows, never shrinks).
+inline bf16* decoded_scratch(Index elems) {
+  thread_local AlignedBuffer<bf16> buf;
+  if (buf.size() < static_cast<std::size_t>(elems)) buf.resize(static_cast<std::size_t>(elems));
+  return buf.data();
+}
+
+// Decodes panels [p, p + n) of a quantised weight into bf16 pairs at out.
+template <int Bits, Index W>
+MOEKIT_TARGET_AVX512_BF16 inline void decode_panels(const QuantPairBank<Bits, W>& bank, Index p,
+                                                    Index n, bf16* out) {
+  const Index K2 = (bank.K + 1) / 2;
+  for (Index q = 0; q < n; ++q) {
+    const QuantPairs<Bits, W> src = bank(p + q);
+    bf16* o = out + q * K2 * 2 * W;
+    for (Index kp = 0; kp < K2; ++kp)
+#pragma GCC unroll 2
+      for (Index off = 0; off < W; off += kPanel)
+        _mm512_storeu_si512(o + kp * 2 * W + 2 * off, (__m512i)src(kp, off));
+  }
+}
+
+// NOTE: decoding int8 costs about as many instructions as the products of a
+// few rows, so with more rows than one tile holds a call decodes each panel
+// (gate + up) or pair of panels (down, whose tiles span two) once into a
+// per-thread buffer and runs every row tile over it; with fewer it decodes
+// in registers. The decoded values are the same, so are the results.
+template <int Bits>
+MOEKIT_TARGET_AVX512_BF16 inline void gate_up_decoded(const PairRows& A, Index m,
+                                                      const QuantPairBank<Bits, 2 * kPanel>& bank,
+                                                      Index c0, Index c1, float* G, float* U,
+                                                      Index ldo) {
+  bf16* buf = decoded_scratch(A.K2 * 4 * kPanel);
+  for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
+    decode_panels(bank, p, 1, buf);
+    const Index e = (p + 1) * kPanel < c1 ? (p + 1) * kPanel : c1;
+    const std::uint8_t* ahead = e < c1 ? bank(p + 1).codes : nullptr;
+    avx512::gate_up_panels<DotTiles>(
+        A, m, DecodedBank<2 * kPanel, Bits>{buf, bank.scales, ahead, bank.K, p}, p * kPanel, e, G,
+        U, ldo);
+  }
+}
+template <int Bits>
+MOEKIT_TARGET_AVX512_BF16 inline void matmul_decoded(const PairRows& A, Index m,
+                                                     const QuantPairBank<Bits, kPanel>& bank,
+                                                     Index c0, Index c1, float* Y, Index ldy) {
+  bf16* buf = decoded_scratch(A.K2 * 4 * kPanel);
+  for (Index p = c0 / kPanel; p * kPanel < c1; p += 2) {
+    const Index n = (p + 1) * kPanel < c1 ? 2 : 1;
+    decode_panels(bank, p, n, buf);
+    const Index e = (p + n) * kPanel < c1 ? (p + n) * kPanel : c1;
+    // The next pair of panels, where both exist (else the hardware prefetcher's).
+    const std::uint8_t* ahead = (p + 3) * kPanel < c1 ? bank(p + 2).codes : nullptr;
+    avx512::matmul_panels<DotTiles>(
+        A, m, DecodedBank<kPanel, Bits>{buf, bank.scales, ahead, bank.K, p}, p * kPanel, e, Y,
+        ldy);
+  }
+}
 
 // Rounds the call's rows to bf16 k-pairs in the per-thread buffer.
 MOEKIT_TARGET_AVX512_BF16 inline PairRows pair_rows(const float* A, Index lda, Index m, Index K) {
@@ -313,9 +401,10 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up_quant(const float* A, Index lda, I
                                                     Index f, Index c0, Index c1, float* G,
                                                     float* U, Index ldo) {
   (void)f;
-  avx512::gate_up_panels<DotTiles>(pair_rows(A, lda, m, K), m,
-                                   QuantPairBank<Bits, 2 * kPanel>{codes, scales, K}, c0, c1, G,
-                                   U, ldo);
+  const PairRows rows = pair_rows(A, lda, m, K);
+  const QuantPairBank<Bits, 2 * kPanel> bank{codes, scales, K};
+  if (m > avx512::kRows) return gate_up_decoded(rows, m, bank, c0, c1, G, U, ldo);
+  avx512::gate_up_panels<DotTiles>(rows, m, bank, c0, c1, G, U, ldo);
 }
 template <int Bits>
 MOEKIT_TARGET_AVX512_BF16 inline void matmul_quant(const float* A, Index lda, Index m, Index K,
@@ -323,8 +412,10 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul_quant(const float* A, Index lda, In
                                                    Index N, Index c0, Index c1, float* Y,
                                                    Index ldy) {
   (void)N;
-  avx512::matmul_panels<DotTiles>(pair_rows(A, lda, m, K), m,
-                                  QuantPairBank<Bits, kPanel>{codes, scales, K}, c0, c1, Y, ldy);
+  const PairRows rows = pair_rows(A, lda, m, K);
+  const QuantPairBank<Bits, kPanel> bank{codes, scales, K};
+  if (m > avx512::kRows) return matmul_decoded(rows, m, bank, c0, c1, Y, ldy);
+  avx512::matmul_panels<DotTiles>(rows, m, bank, c0, c1, Y, ldy);
 }
 
 }  // namespace avx512_bf16
