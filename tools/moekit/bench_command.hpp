@@ -93,7 +93,10 @@ inline int bench_command(int argc, char** argv) {
       bf16_math == "dot" ? moekit::Bf16Math::dot : moekit::Bf16Math::widen;
   block.experts().set_weight_dtype(wt).set_bf16_math(math);
   // What bf16 experts really ran: dot only where the ISA has vdpbf16ps.
-  const char* math_used = wt != moekit::Dtype::bf16         ? "none"
+  // bf16, int8 and int4 experts follow Bf16Math; f32 and f16 have one way.
+  const bool follows_math =
+      wt == moekit::Dtype::bf16 || wt == moekit::Dtype::i8 || wt == moekit::Dtype::i4;
+  const char* math_used = !follows_math                     ? "none"
                           : block.experts().bf16_uses_dot() ? "dot"
                                                             : "widen";
   if (S > 0) {
@@ -165,7 +168,7 @@ inline int bench_command(int argc, char** argv) {
     std::printf("%s (d %ld, f %ld, E %ld, k %ld, shared %ld), T = %ld, %s%s%s, %ld thread(s), %s\n",
                 shape.name, static_cast<long>(d), static_cast<long>(f), static_cast<long>(E),
                 static_cast<long>(k), static_cast<long>(S), static_cast<long>(T), dtype.c_str(),
-                wt == moekit::Dtype::bf16 ? " " : "", wt == moekit::Dtype::bf16 ? math_used : "",
+                follows_math ? " " : "", follows_math ? math_used : "",
                 static_cast<long>(threads), moekit::isa_name(moekit::active_isa()));
     std::printf("  median %.3f ms (min %.3f, max %.3f, %zu runs)\n", median, ms.front(), ms.back(),
                 ms.size());
