@@ -30,7 +30,7 @@ def main(out):
     print()
 
     def peak(r):  # the compute peak a dtype's kernels run against
-        return bf16 if r["dtype"] == "bf16" and r.get("bf16_math") == "dot" else fp32
+        return bf16 if r.get("bf16_math") == "dot" else fp32  # bf16, int8, int4 through vdpbf16ps
 
     def rbw(r):  # the bandwidth probe taken with the row (--roofline), else the sitting's
         return r.get("read_gbps", bw)

@@ -36,14 +36,14 @@ MOEKIT_TARGET_AVX2 inline __m256 load8(const f16* p) {
 // k-row. bf16 panels hold k-pairs (packing.hpp): a 32-bit lane carries the
 // even k in its low half and the odd k in its high half, so the value for k is
 // the lane shifted left by 16 (even) or 0 (odd), low half cleared.
-template <Index W, class T>
+template <Index W, int P, class T>
 MOEKIT_TARGET_AVX2 inline __m256 weights8(const T* B, Index k, Index off) {
-  if constexpr (kPairedK<T>) {
+  if constexpr (kPairedK<T>) {  // P = k & 1 picks the half of each pair
     const __m256i pairs =
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + (k >> 1) * 2 * W + 2 * off));
-    const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(16 - 16 * (k & 1)));
-    return _mm256_castsi256_ps(_mm256_and_si256(_mm256_sll_epi32(pairs, shift),
-                                                _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+    if constexpr (P == 0) return _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+    return _mm256_castsi256_ps(
+        _mm256_and_si256(pairs, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
   } else {
     return load8(B + k * W + off);
   }
@@ -57,21 +57,22 @@ struct QuantPanel {
   const std::uint8_t* codes;
   const float* scales;
 };
-template <Index W, int Bits>
+template <Index W, int P, int Bits>
 MOEKIT_TARGET_AVX2 inline __m256 weights8(const QuantPanel<Bits>& B, Index k, Index off) {
-  // Codes sit in k-pairs (quantized.hpp): 16-bit word j holds column off + j's pair.
-  const int odd = static_cast<int>(k & 1);
+  // Codes sit in k-pairs (quantized.hpp): 16-bit word j holds column off + j's
+  // pair; P = k & 1 picks its half.
   __m256i q;
   if constexpr (Bits == 8) {
     const __m256i w = _mm256_cvtepi16_epi32(
         _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.codes + (k >> 1) * 2 * W + 2 * off)));
-    q = _mm256_srai_epi32(_mm256_sll_epi32(w, _mm_cvtsi32_si128(24 - 8 * odd)), 24);
+    q = P == 0 ? _mm256_srai_epi32(_mm256_slli_epi32(w, 24), 24) : _mm256_srai_epi32(w, 8);
   } else {
     // Pair elements [0, W) sit in the low nibbles of the W bytes, [W, 2W) in the high ones.
     const Index half = off / (W / 2), col = off % (W / 2);
-    const __m256i w = _mm256_cvtepu16_epi32(
+    __m256i n = _mm256_cvtepu16_epi32(
         _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.codes + (k >> 1) * W + 2 * col)));
-    const __m256i n = _mm256_srl_epi32(w, _mm_cvtsi32_si128(8 * odd + 4 * static_cast<int>(half)));
+    const unsigned shift = 8u * P + (half ? 4u : 0u);
+    if (shift) n = _mm256_srli_epi32(n, static_cast<int>(shift));
     q = _mm256_sub_epi32(_mm256_and_si256(n, _mm256_set1_epi32(0x0f)), _mm256_set1_epi32(8));
   }
   return _mm256_mul_ps(_mm256_cvtepi32_ps(q),
@@ -81,24 +82,46 @@ MOEKIT_TARGET_AVX2 inline __m256 weights8(const QuantPanel<Bits>& B, Index k, In
 constexpr int kGateUpRows = 3;
 constexpr int kDownRows = 6;
 
+// One k of a tile (P = k & 1): the weights of the panel, then MR rows of FMAs.
+template <int MR, int P, class Src>
+MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void gate_up_step(
+    const float* A, Index lda, Index k, const Src& B, __m256 (&g0)[MR], __m256 (&g1)[MR],
+    __m256 (&u0)[MR], __m256 (&u1)[MR]) {
+  const __m256 bg0 = weights8<32, P>(B, k, 0), bg1 = weights8<32, P>(B, k, 8);
+  const __m256 bu0 = weights8<32, P>(B, k, 16), bu1 = weights8<32, P>(B, k, 24);
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
+    g0[r] = _mm256_fmadd_ps(a, bg0, g0[r]);
+    g1[r] = _mm256_fmadd_ps(a, bg1, g1[r]);
+    u0[r] = _mm256_fmadd_ps(a, bu0, u0[r]);
+    u1[r] = _mm256_fmadd_ps(a, bu1, u1[r]);
+  }
+}
+template <int MR, int P, class Src>
+MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void down_step(
+    const float* A, Index lda, Index k, const Src& B, __m256 (&y0)[MR], __m256 (&y1)[MR]) {
+  const __m256 b0 = weights8<16, P>(B, k, 0), b1 = weights8<16, P>(B, k, 8);
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
+    y0[r] = _mm256_fmadd_ps(a, b0, y0[r]);
+    y1[r] = _mm256_fmadd_ps(a, b1, y1[r]);
+  }
+}
+
 template <int MR, class Src>
 MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, Src B, float* G,
                                             float* U, Index ldo) {
   __m256 g0[MR], g1[MR], u0[MR], u1[MR];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) g0[r] = g1[r] = u0[r] = u1[r] = _mm256_setzero_ps();
-  for (Index k = 0; k < K; ++k) {
-    const __m256 bg0 = weights8<32>(B, k, 0), bg1 = weights8<32>(B, k, 8);
-    const __m256 bu0 = weights8<32>(B, k, 16), bu1 = weights8<32>(B, k, 24);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
-      g0[r] = _mm256_fmadd_ps(a, bg0, g0[r]);
-      g1[r] = _mm256_fmadd_ps(a, bg1, g1[r]);
-      u0[r] = _mm256_fmadd_ps(a, bu0, u0[r]);
-      u1[r] = _mm256_fmadd_ps(a, bu1, u1[r]);
-    }
+  Index k = 0;
+  for (; k + 1 < K; k += 2) {  // k-pair layouts decode each half with its own shift
+    gate_up_step<MR, 0>(A, lda, k, B, g0, g1, u0, u1);
+    gate_up_step<MR, 1>(A, lda, k + 1, B, g0, g1, u0, u1);
   }
+  if (k < K) gate_up_step<MR, 0>(A, lda, k, B, g0, g1, u0, u1);
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     _mm256_storeu_ps(G + r * ldo, g0[r]);
@@ -114,15 +137,12 @@ MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, Src
   __m256 y0[MR], y1[MR];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) y0[r] = y1[r] = _mm256_setzero_ps();
-  for (Index k = 0; k < K; ++k) {
-    const __m256 b0 = weights8<16>(B, k, 0), b1 = weights8<16>(B, k, 8);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
-      y0[r] = _mm256_fmadd_ps(a, b0, y0[r]);
-      y1[r] = _mm256_fmadd_ps(a, b1, y1[r]);
-    }
+  Index k = 0;
+  for (; k + 1 < K; k += 2) {
+    down_step<MR, 0>(A, lda, k, B, y0, y1);
+    down_step<MR, 1>(A, lda, k + 1, B, y0, y1);
   }
+  if (k < K) down_step<MR, 0>(A, lda, k, B, y0, y1);
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     _mm256_storeu_ps(Y + r * ldy, y0[r]);

@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../packing.hpp"
 #include "../quantized.hpp"
@@ -53,13 +54,19 @@ inline void prefetch_row(const void* base, Index k) noexcept {
   }
 }
 
+// The parity of k where the caller knows it at compile time: k-pair layouts
+// (bf16, int8, int4) then pick their half with an immediate shift.
+template <int P>
+using Parity = std::integral_constant<int, P>;
+
 // Weight sources: where a tile gets the 16 weights at (k, columns off..off+15)
-// of one panel, as f32. A tile is written once over a source, so f32, bf16,
+// of one panel, as f32 (P = k & 1). A tile is written once over a source, so f32, bf16,
 // f16, int8 and int4 panels share the same FMA schedule and summation order.
 template <class T, Index W>
 struct PanelSource {  // f32 / f16 values, W per k-row
   const T* p;
-  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
+  template <int P>
+  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off, Parity<P>) const {
     return load16(p + k * W + off);
   }
   static constexpr bool kPrefetch = true;
@@ -74,11 +81,12 @@ struct PanelSource<bf16, W> {
   void prefetch(Index k) const noexcept {
     prefetch_row<W * sizeof(bf16)>(p, k);
   }  // k-pairs: same bytes per k
-  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
+  template <int P>
+  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off, Parity<P>) const {
     const __m512i pairs = _mm512_loadu_si512(p + (k >> 1) * 2 * W + 2 * off);
-    const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(16 - 16 * (k & 1)));
-    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_sll_epi32(pairs, shift),
-                                                _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+    if constexpr (P == 0) return _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+    return _mm512_castsi512_ps(
+        _mm512_and_si512(pairs, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
   }
 };
 // int8 / int4 codes times their group's scale (quantized.hpp): the product
@@ -94,14 +102,14 @@ struct QuantSource {
   // hardware prefetcher keeps up, and explicit prefetches measured slower.
   static constexpr bool kPrefetch = false;
   void prefetch(Index) const noexcept {}
-  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off) const {
+  template <int P>
+  MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off, Parity<P>) const {
     const __m512 scale = _mm512_loadu_ps(scales + (k / kQuantGroup) * W + off);
-    const int odd = static_cast<int>(k & 1);
     if constexpr (Bits == 8) {  // word j = (code k even, code k odd) of column off + j
       const __m512i w = _mm512_cvtepi16_epi32(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + (k >> 1) * 2 * W + 2 * off)));
       const __m512i q =
-          _mm512_srai_epi32(_mm512_sll_epi32(w, _mm_cvtsi32_si128(24 - 8 * odd)), 24);
+          P == 0 ? _mm512_srai_epi32(_mm512_slli_epi32(w, 24), 24) : _mm512_srai_epi32(w, 8);
       return _mm512_mul_ps(_mm512_cvtepi32_ps(q), scale);
     } else {
       const __m512 values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
@@ -109,12 +117,13 @@ struct QuantSource {
       __m512i lanes;
       if constexpr (W == 32) {  // 32 bytes: gate pairs in the low nibbles, up in the high ones
         lanes = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pair)));
-        lanes = _mm512_srl_epi32(lanes, _mm_cvtsi32_si128(8 * odd + (off != 0 ? 4 : 0)));
+        const unsigned shift = (off != 0 ? 4u : 0u) + 8u * P;  // up half, odd k's byte
+        if (shift) lanes = _mm512_srli_epi32(lanes, shift);
       } else {  // 16 bytes: columns 0..7 in the low nibbles, 8..15 in the high ones
         const __m256i b =
             _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pair)));
         lanes = _mm512_inserti64x4(_mm512_castsi256_si512(b), _mm256_srli_epi32(b, 4), 1);
-        lanes = _mm512_srl_epi32(lanes, _mm_cvtsi32_si128(8 * odd));
+        if constexpr (P == 1) lanes = _mm512_srli_epi32(lanes, 8);  // the odd k's byte
       }
       return _mm512_mul_ps(_mm512_permutexvar_ps(lanes, values), scale);
     }
@@ -139,6 +148,46 @@ struct QuantBank {
   }
 };
 
+// One k of a tile (P = k & 1): the panels' weights, then MR rows of FMAs.
+template <int MR, int NP, int P, class Src>
+MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void gate_up_step(
+    const float* A, Index lda, Index k, const Src* B, __m512 (&g)[NP][MR], __m512 (&u)[NP][MR],
+    const Src* next) {
+  if constexpr (Src::kPrefetch)
+    if (next)
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) next[q].prefetch(k);
+  __m512 bg[NP], bu[NP];
+#pragma GCC unroll 16
+  for (int q = 0; q < NP; ++q) bg[q] = B[q](k, 0, Parity<P>{}), bu[q] = B[q](k, 16, Parity<P>{});
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    const __m512 a = _mm512_set1_ps(A[r * lda + k]);
+#pragma GCC unroll 16
+    for (int q = 0; q < NP; ++q) {
+      g[q][r] = _mm512_fmadd_ps(a, bg[q], g[q][r]);
+      u[q][r] = _mm512_fmadd_ps(a, bu[q], u[q][r]);
+    }
+  }
+}
+template <int MR, int NP, int P, class Src>
+MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void down_step(
+    const float* A, Index lda, Index k, const Src* B, __m512 (&y)[NP][MR], const Src* next) {
+  if constexpr (Src::kPrefetch)
+    if (next)
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) next[q].prefetch(k);
+  __m512 b[NP];
+#pragma GCC unroll 16
+  for (int q = 0; q < NP; ++q) b[q] = B[q](k, 0, Parity<P>{});
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    const __m512 a = _mm512_set1_ps(A[r * lda + k]);
+#pragma GCC unroll 16
+    for (int q = 0; q < NP; ++q) y[q][r] = _mm512_fmadd_ps(a, b[q], y[q][r]);
+  }
+}
+
 // MR rows x NP panels of gate and up: 2·MR·NP accumulators. Every output is
 // one sequential sum over k whatever MR and NP are, so a row's bytes do not
 // depend on the tile shape (the batch-composition promise).
@@ -155,24 +204,12 @@ MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) g[q][r] = u[q][r] = _mm512_setzero_ps();
-  for (Index k = 0; k < K; ++k) {
-    if constexpr (Src::kPrefetch)
-      if (next)
-#pragma GCC unroll 16
-        for (int q = 0; q < NP; ++q) next[q].prefetch(k);
-    __m512 bg[NP], bu[NP];
-#pragma GCC unroll 16
-    for (int q = 0; q < NP; ++q) bg[q] = B[q](k, 0), bu[q] = B[q](k, 16);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      const __m512 a = _mm512_set1_ps(A[r * lda + k]);
-#pragma GCC unroll 16
-      for (int q = 0; q < NP; ++q) {
-        g[q][r] = _mm512_fmadd_ps(a, bg[q], g[q][r]);
-        u[q][r] = _mm512_fmadd_ps(a, bu[q], u[q][r]);
-      }
-    }
+  Index k = 0;
+  for (; k + 1 < K; k += 2) {  // k-pair layouts decode each half with its own shift
+    gate_up_step<MR, NP, 0>(A, lda, k, B, g, u, next);
+    gate_up_step<MR, NP, 1>(A, lda, k + 1, B, g, u, next);
   }
+  if (k < K) gate_up_step<MR, NP, 0>(A, lda, k, B, g, u, next);
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
@@ -192,21 +229,12 @@ MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, c
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) y[q][r] = _mm512_setzero_ps();
-  for (Index k = 0; k < K; ++k) {
-    if constexpr (Src::kPrefetch)
-      if (next)
-#pragma GCC unroll 16
-        for (int q = 0; q < NP; ++q) next[q].prefetch(k);
-    __m512 b[NP];
-#pragma GCC unroll 16
-    for (int q = 0; q < NP; ++q) b[q] = B[q](k, 0);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      const __m512 a = _mm512_set1_ps(A[r * lda + k]);
-#pragma GCC unroll 16
-      for (int q = 0; q < NP; ++q) y[q][r] = _mm512_fmadd_ps(a, b[q], y[q][r]);
-    }
+  Index k = 0;
+  for (; k + 1 < K; k += 2) {
+    down_step<MR, NP, 0>(A, lda, k, B, y, next);
+    down_step<MR, NP, 1>(A, lda, k + 1, B, y, next);
   }
+  if (k < K) down_step<MR, NP, 0>(A, lda, k, B, y, next);
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
