@@ -168,8 +168,8 @@ inline int bench_command(int argc, char** argv) {
     std::printf("%s (d %ld, f %ld, E %ld, k %ld, shared %ld), T = %ld, %s%s%s, %ld thread(s), %s\n",
                 shape.name, static_cast<long>(d), static_cast<long>(f), static_cast<long>(E),
                 static_cast<long>(k), static_cast<long>(S), static_cast<long>(T), dtype.c_str(),
-                follows_math ? " " : "", follows_math ? math_used : "",
-                static_cast<long>(threads), moekit::isa_name(moekit::active_isa()));
+                follows_math ? " " : "", follows_math ? math_used : "", static_cast<long>(threads),
+                moekit::isa_name(moekit::active_isa()));
     std::printf("  median %.3f ms (min %.3f, max %.3f, %zu runs)\n", median, ms.front(), ms.back(),
                 ms.size());
     std::printf("  %.1f GFLOP/s, %.1f GB/s of expert weights (%.1f MB, %.0f distinct experts)\n",

@@ -99,8 +99,10 @@ MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void gate_up_step(
   }
 }
 template <int MR, int P, class Src>
-MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void down_step(
-    const float* A, Index lda, Index k, const Src& B, __m256 (&y0)[MR], __m256 (&y1)[MR]) {
+MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void down_step(const float* A, Index lda,
+                                                                        Index k, const Src& B,
+                                                                        __m256 (&y0)[MR],
+                                                                        __m256 (&y1)[MR]) {
   const __m256 b0 = weights8<16, P>(B, k, 0), b1 = weights8<16, P>(B, k, 8);
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {

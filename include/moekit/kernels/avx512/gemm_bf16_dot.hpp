@@ -211,8 +211,7 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up_tile(const PairRows& A, const Src*
 // MR rows x NP panels of Y = A·Wᵀ (W = 16 values, 32 per k-pair).
 template <int MR, int NP, class Src>
 MOEKIT_TARGET_AVX512_BF16 inline void down_tile(const PairRows& A, const Src* B, float* Y,
-                                                Index ldy, const __mmask16* mask,
-                                                const Src* next) {
+                                                Index ldy, const __mmask16* mask, const Src* next) {
   __m512 y[NP][MR];
   alignas(64) float total[Src::kScaled ? NP * MR * 16 : 1];
   if constexpr (Src::kScaled)
@@ -263,9 +262,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void down_tile(const PairRows& A, const Src* B,
 // The tiles above as a policy of the shared drivers (avx512::gate_up_panels).
 struct DotTiles {
   template <int MR, int NP, class Src>
-  MOEKIT_TARGET_AVX512_BF16 static void gate_up(const PairRows& a, const Src* B, float* G,
-                                                float* U, Index ldo, const __mmask16* mask,
-                                                const Src* next) {
+  MOEKIT_TARGET_AVX512_BF16 static void gate_up(const PairRows& a, const Src* B, float* G, float* U,
+                                                Index ldo, const __mmask16* mask, const Src* next) {
     gate_up_tile<MR, NP>(a, B, G, U, ldo, mask, next);
   }
   template <int MR, int NP, class Src>
@@ -359,8 +357,7 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul_decoded(const PairRows& A, Index m,
     // The next pair of panels, where both exist (else the hardware prefetcher's).
     const std::uint8_t* ahead = (p + 3) * kPanel < c1 ? bank(p + 2).codes : nullptr;
     avx512::matmul_panels<DotTiles>(
-        A, m, DecodedBank<kPanel, Bits>{buf, bank.scales, ahead, bank.K, p}, p * kPanel, e, Y,
-        ldy);
+        A, m, DecodedBank<kPanel, Bits>{buf, bank.scales, ahead, bank.K, p}, p * kPanel, e, Y, ldy);
   }
 }
 
@@ -377,9 +374,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up(const float* A, Index lda, Index m
                                               const bf16* packed, Index f, Index c0, Index c1,
                                               float* G, float* U, Index ldo) {
   (void)f;
-  avx512::gate_up_panels<DotTiles>(pair_rows(A, lda, m, K), m,
-                                   Bf16PairBank<2 * kPanel>{packed, (K + 1) / 2}, c0, c1, G, U,
-                                   ldo);
+  avx512::gate_up_panels<DotTiles>(
+      pair_rows(A, lda, m, K), m, Bf16PairBank<2 * kPanel>{packed, (K + 1) / 2}, c0, c1, G, U, ldo);
 }
 
 /// Output columns [c0, c1) of Y = A·Wᵀ from k-pair bf16 panels.
@@ -398,8 +394,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul(const float* A, Index lda, Index m,
 template <int Bits>
 MOEKIT_TARGET_AVX512_BF16 inline void gate_up_quant(const float* A, Index lda, Index m, Index K,
                                                     const std::uint8_t* codes, const float* scales,
-                                                    Index f, Index c0, Index c1, float* G,
-                                                    float* U, Index ldo) {
+                                                    Index f, Index c0, Index c1, float* G, float* U,
+                                                    Index ldo) {
   (void)f;
   const PairRows rows = pair_rows(A, lda, m, K);
   const QuantPairBank<Bits, 2 * kPanel> bank{codes, scales, K};

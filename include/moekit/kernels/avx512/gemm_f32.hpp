@@ -171,8 +171,10 @@ MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void gate_up_step(
   }
 }
 template <int MR, int NP, int P, class Src>
-MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void down_step(
-    const float* A, Index lda, Index k, const Src* B, __m512 (&y)[NP][MR], const Src* next) {
+MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void down_step(const float* A, Index lda,
+                                                                          Index k, const Src* B,
+                                                                          __m512 (&y)[NP][MR],
+                                                                          const Src* next) {
   if constexpr (Src::kPrefetch)
     if (next)
 #pragma GCC unroll 16
@@ -397,7 +399,8 @@ MOEKIT_TARGET_AVX512 inline void gate_up(const float* A, Index lda, Index m, Ind
                                          const T* packed, Index f, Index c0, Index c1, float* G,
                                          float* U, Index ldo) {
   (void)f;
-  gate_up_panels<F32Tiles>(F32Rows{A, lda, K}, m, PanelBank<T, 2 * kPanel>{packed, K}, c0, c1, G, U, ldo);
+  gate_up_panels<F32Tiles>(F32Rows{A, lda, K}, m, PanelBank<T, 2 * kPanel>{packed, K}, c0, c1, G, U,
+                           ldo);
 }
 
 template <class T = float>
@@ -416,14 +419,16 @@ MOEKIT_TARGET_AVX512 inline void gate_up_quant(const float* A, Index lda, Index 
                                                Index f, Index c0, Index c1, float* G, float* U,
                                                Index ldo) {
   (void)f;
-  gate_up_panels<F32Tiles>(F32Rows{A, lda, K}, m, QuantBank<Bits, 2 * kPanel>{codes, scales, K}, c0, c1, G, U, ldo);
+  gate_up_panels<F32Tiles>(F32Rows{A, lda, K}, m, QuantBank<Bits, 2 * kPanel>{codes, scales, K}, c0,
+                           c1, G, U, ldo);
 }
 template <int Bits>
 MOEKIT_TARGET_AVX512 inline void matmul_quant(const float* A, Index lda, Index m, Index K,
                                               const std::uint8_t* codes, const float* scales,
                                               Index N, Index c0, Index c1, float* Y, Index ldy) {
   (void)N;
-  matmul_panels<F32Tiles>(F32Rows{A, lda, K}, m, QuantBank<Bits, kPanel>{codes, scales, K}, c0, c1, Y, ldy);
+  matmul_panels<F32Tiles>(F32Rows{A, lda, K}, m, QuantBank<Bits, kPanel>{codes, scales, K}, c0, c1,
+                          Y, ldy);
 }
 
 /// exp(x) for 16 lanes: range reduction by ln 2 and a degree-6 polynomial
