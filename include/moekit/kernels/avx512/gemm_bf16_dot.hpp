@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
-// AVX-512 BF16 kernels: bf16 weights times bf16-rounded activations with
-// vdpbf16ps (two products per f32 lane and instruction, f32 accumulation).
+// AVX-512 BF16 kernels: bf16 weights, or int8 / int4 codes decoded to bf16,
+// times bf16-rounded activations with vdpbf16ps (two products per f32 lane
+// and instruction, f32 accumulation; for codes, one sum per scale group, then
+// times the group's scale in f32). The panel / row-tile loops are the shared
+// drivers of gemm_f32.hpp with the tiles of this file (DotTiles).
 //
 // NOTE: the weights are the k-pair panels of packing.hpp. Each call first
 // rounds its activation rows to bf16 (round to nearest even, the same as
