@@ -136,12 +136,10 @@ namespace kernels {
 
 namespace detail {
 
-// A per-thread f32 buffer for one dequantised panel (grows, never shrinks:
-// no allocation once a thread has seen the largest panel).
+// A per-thread f32 buffer for one dequantised panel.
+struct DequantPanelTag;
 inline float* panel_scratch(Index floats) {
-  thread_local AlignedBuffer<float> buf;
-  if (buf.size() < static_cast<std::size_t>(floats)) buf.resize(static_cast<std::size_t>(floats));
-  return buf.data();
+  return moekit::detail::thread_scratch<DequantPanelTag, float>(floats);
 }
 
 // Quantised kernels for ISAs without fused ones (scalar, NEON): dequantise one panel into the

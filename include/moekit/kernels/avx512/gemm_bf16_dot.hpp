@@ -56,12 +56,10 @@ MOEKIT_TARGET_AVX512_BF16 inline void to_bf16_pairs(const float* A, Index lda, I
   }
 }
 
-// The per-thread k-pair buffer (grows, never shrinks).
-inline std::uint32_t* pair_scratch(Index words) {
-  thread_local AlignedBuffer<std::uint32_t> buf;
-  if (buf.size() < static_cast<std::size_t>(words)) buf.resize(static_cast<std::size_t>(words));
-  return buf.data();
-}
+// Per-thread buffers of the rounded activation rows and of decoded panels
+// (both in use during one call).
+struct PairRowsTag;
+struct DecodedPanelsTag;
 
 // k-pair activation rows as the dot tiles read them: row i at A + i·K2 words.
 struct PairRows {
@@ -306,13 +304,6 @@ struct DecodedBank {
   }
 };
 
-// The per-thread buffer of decoded panels (grows, never shrinks).
-inline bf16* decoded_scratch(Index elems) {
-  thread_local AlignedBuffer<bf16> buf;
-  if (buf.size() < static_cast<std::size_t>(elems)) buf.resize(static_cast<std::size_t>(elems));
-  return buf.data();
-}
-
 // Decodes panels [p, p + n) of a quantised weight into bf16 pairs at out.
 template <int Bits, Index W>
 MOEKIT_TARGET_AVX512_BF16 inline void decode_panels(const QuantPairBank<Bits, W>& bank, Index p,
@@ -338,7 +329,7 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up_decoded(const PairRows& A, Index m
                                                       const QuantPairBank<Bits, 2 * kPanel>& bank,
                                                       Index c0, Index c1, float* G, float* U,
                                                       Index ldo) {
-  bf16* buf = decoded_scratch(A.K2 * 4 * kPanel);
+  bf16* buf = moekit::detail::thread_scratch<DecodedPanelsTag, bf16>(A.K2 * 4 * kPanel);
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
     decode_panels(bank, p, 1, buf);
     const Index e = (p + 1) * kPanel < c1 ? (p + 1) * kPanel : c1;
@@ -352,7 +343,7 @@ template <int Bits>
 MOEKIT_TARGET_AVX512_BF16 inline void matmul_decoded(const PairRows& A, Index m,
                                                      const QuantPairBank<Bits, kPanel>& bank,
                                                      Index c0, Index c1, float* Y, Index ldy) {
-  bf16* buf = decoded_scratch(A.K2 * 4 * kPanel);
+  bf16* buf = moekit::detail::thread_scratch<DecodedPanelsTag, bf16>(A.K2 * 4 * kPanel);
   for (Index p = c0 / kPanel; p * kPanel < c1; p += 2) {
     const Index n = (p + 1) * kPanel < c1 ? 2 : 1;
     decode_panels(bank, p, n, buf);
@@ -367,7 +358,7 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul_decoded(const PairRows& A, Index m,
 // Rounds the call's rows to bf16 k-pairs in the per-thread buffer.
 MOEKIT_TARGET_AVX512_BF16 inline PairRows pair_rows(const float* A, Index lda, Index m, Index K) {
   const Index K2 = (K + 1) / 2;
-  std::uint32_t* Ap = pair_scratch(m * K2);
+  std::uint32_t* Ap = moekit::detail::thread_scratch<PairRowsTag, std::uint32_t>(m * K2);
   to_bf16_pairs(A, lda, m, K, Ap);
   return {Ap, K2};
 }
