@@ -275,20 +275,9 @@ struct DotTiles {
 };
 
 template <Index W>
-struct Bf16PairBank {
-  const bf16* packed;
-  Index K2;
-  Bf16Pairs<W> operator()(Index p) const noexcept { return {packed + p * K2 * 2 * W}; }
-};
+using Bf16PairBank = avx512::PanelBank<bf16, W, Bf16Pairs<W>>;
 template <int Bits, Index W>
-struct QuantPairBank {
-  const std::uint8_t* codes;
-  const float* scales;
-  Index K;
-  QuantPairs<Bits, W> operator()(Index p) const noexcept {
-    return {codes + p * quant_panel_code_bytes(K, W, Bits), scales + p * quant_panel_scales(K, W)};
-  }
-};
+using QuantPairBank = avx512::QuantBank<Bits, W, QuantPairs>;
 // Panels p0, p0 + 1, ... decoded to bf16 pairs one after another in `pairs`.
 // `ahead`: the codes of panel p0 + chunk (the next to decode), or null.
 template <Index W, int Bits>
@@ -369,7 +358,7 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up(const float* A, Index lda, Index m
                                               float* G, float* U, Index ldo) {
   (void)f;
   avx512::gate_up_panels<DotTiles>(
-      pair_rows(A, lda, m, K), m, Bf16PairBank<2 * kPanel>{packed, (K + 1) / 2}, c0, c1, G, U, ldo);
+      pair_rows(A, lda, m, K), m, Bf16PairBank<2 * kPanel>{packed, K}, c0, c1, G, U, ldo);
 }
 
 /// Output columns [c0, c1) of Y = A·Wᵀ from k-pair bf16 panels.
@@ -378,7 +367,7 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul(const float* A, Index lda, Index m,
                                              float* Y, Index ldy) {
   (void)N;
   avx512::matmul_panels<DotTiles>(pair_rows(A, lda, m, K), m,
-                                  Bf16PairBank<kPanel>{packed, (K + 1) / 2}, c0, c1, Y, ldy);
+                                  Bf16PairBank<kPanel>{packed, K}, c0, c1, Y, ldy);
 }
 
 /// int8 (Bits = 8) / int4 (Bits = 4) weights (quantized.hpp) times

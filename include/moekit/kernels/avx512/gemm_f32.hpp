@@ -131,15 +131,17 @@ struct QuantSource {
 };
 
 // Panel p of a packed weight as a source (W = 32 for gate + up, 16 otherwise).
-template <class T, Index W>
+// Src is the source type over a panel's start: this file's, or the dot
+// kernels' (avx512_bf16::Bf16Pairs, QuantPairs), which share the panel layout.
+template <class T, Index W, class Src = PanelSource<T, W>>
 struct PanelBank {
   const T* packed;
   Index K;
-  PanelSource<T, W> operator()(Index p) const noexcept { return {packed + p * packed_k<T>(K) * W}; }
+  Src operator()(Index p) const noexcept { return {packed + p * packed_k<T>(K) * W}; }
 };
-template <int Bits, Index W>
+template <int Bits, Index W, template <int, Index> class Src = QuantSource>
 struct QuantBank {
-  using Source = QuantSource<Bits, W>;
+  using Source = Src<Bits, W>;
   const std::uint8_t* codes;
   const float* scales;
   Index K;
