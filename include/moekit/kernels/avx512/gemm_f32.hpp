@@ -245,22 +245,7 @@ MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, c
     for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(Y + r * ldy + q * kPanel, mask[q], y[q][r]);
 }
 
-// Calls CALL(mr) for a row count 1..kRows known only at run time.
-#define MOEKIT_AVX512_ROWS(mr, CALL) \
-  switch (mr) {                      \
-    case 12: CALL(12); break;        \
-    case 11: CALL(11); break;        \
-    case 10: CALL(10); break;        \
-    case 9: CALL(9); break;          \
-    case 8: CALL(8); break;          \
-    case 7: CALL(7); break;          \
-    case 6: CALL(6); break;          \
-    case 5: CALL(5); break;          \
-    case 4: CALL(4); break;          \
-    case 3: CALL(3); break;          \
-    case 2: CALL(2); break;          \
-    default: CALL(1); break;         \
-  }
+// Calls CALL(mr) for a row count 1..6 (ROWS6) or 1..kRows known only at run time.
 #define MOEKIT_AVX512_ROWS6(mr, CALL) \
   switch (mr) {                       \
     case 6: CALL(6); break;           \
@@ -269,6 +254,16 @@ MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, c
     case 3: CALL(3); break;           \
     case 2: CALL(2); break;           \
     default: CALL(1); break;          \
+  }
+#define MOEKIT_AVX512_ROWS(mr, CALL)       \
+  switch (mr) {                            \
+    case 12: CALL(12); break;              \
+    case 11: CALL(11); break;              \
+    case 10: CALL(10); break;              \
+    case 9: CALL(9); break;                \
+    case 8: CALL(8); break;                \
+    case 7: CALL(7); break;                \
+    default: MOEKIT_AVX512_ROWS6(mr, CALL) \
   }
 
 // Row tiles of a call: as few as kRows allows, their sizes within one of each
