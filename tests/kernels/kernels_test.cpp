@@ -12,6 +12,7 @@
 // across ISAs (different summation order), which the tests state separately.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <utility>
@@ -379,6 +380,23 @@ TEST_P(PerIsa, BlockWithQuantizedWeights) {
       block.experts().set_bf16_math(moekit::Bf16Math::dot);
       EXPECT_TRUE(moekit_test::bit_identical(block.forward(x), y));
     }
+    // int8 activations (VNNI where the ISA has it, else the same as dot):
+    // each input off by up to max|a| / 254 of its group, where bf16 rounding
+    // is off by |a| · 2^-9, so a few times the dot bound (measured: 1.0e-2
+    // int8, 0.9e-2 int4 on this block).
+    block.experts().set_bf16_math(moekit::Bf16Math::int8_dot);
+    EXPECT_EQ(block.experts().quant_uses_vnni(), GetParam() == Isa::avx512_bf16);
+    const Matrix y8 = block.forward(x);
+    const double err8 = moekit_test::max_abs_diff(y8, ref) / moekit_test::scale_of(ref);
+    EXPECT_LE(err8, block.experts().quant_uses_vnni() ? 3e-2
+                    : dot                             ? 1e-2
+                                                      : moekit_test::kBlockTolerance)
+        << moekit::dtype_name(t);
+    Matrix y8t(40, 70);
+    moekit::ThreadPoolExecutor pool2(2);
+    block.forward(x, y8t, pool2);
+    EXPECT_TRUE(moekit_test::bit_identical(y8, y8t));
+    block.experts().set_bf16_math(moekit::Bf16Math::dot);
     EXPECT_LE(moekit_test::max_abs_diff(y, y32),
               (t == moekit::Dtype::i8 ? 3e-2 : 0.5) * moekit_test::scale_of(y32));
     EXPECT_LT(block.experts().bytes_of_expert(0), bytes32 / (t == moekit::Dtype::i8 ? 3 : 5));
@@ -487,6 +505,81 @@ TEST_P(PerIsa, QuantDotKernelsAgainstRoundedProducts) {
                                        std::to_string(bits) + " bits m=" + std::to_string(m) +
                                            " K=" + std::to_string(K) + " N=" + std::to_string(N)));
         }
+}
+
+// Activations as the VNNI kernels see them: each row quantised per group of
+// 32 inputs by quantize_activation_group, then code · scale (exact in double).
+Eigen::MatrixXd int8_activations(const Matrix& A) {
+  Eigen::MatrixXd out(A.rows(), A.cols());
+  std::int8_t q[kernels::kQuantGroup];
+  for (Index r = 0; r < A.rows(); ++r)
+    for (Index k0 = 0; k0 < A.cols(); k0 += kernels::kQuantGroup) {
+      const Index n = std::min(kernels::kQuantGroup, A.cols() - k0);
+      const Matrix g = A.block(r, k0, 1, n);  // contiguous copy of the group
+      const float s = kernels::quantize_activation_group(g.data(), n, q);
+      for (Index i = 0; i < n; ++i) out(r, k0 + i) = static_cast<double>(q[i]) * s;
+    }
+  return out;
+}
+
+// The vpdpbusd entry points (AVX-512 VNNI only) against a double product of
+// the int8-quantised activations and the dequantised masters: the integer
+// sums are exact, so the only error is f32 rounding of scale products and of
+// the per-group total: 1e-5·sqrt(K) of the output scale. The same row counts,
+// K (odd K: a half-empty last k-quad) and column ranges as the dot test; a
+// row's bytes do not depend on the row count.
+TEST_P(PerIsa, QuantVnniKernelsAgainstQuantisedActivations) {
+  const auto& k = kernels::active();
+  if (!k.has_vnni()) {
+    EXPECT_NE(GetParam(), Isa::avx512_bf16);
+    GTEST_SKIP() << "no VNNI on " << moekit::isa_name(GetParam());
+  }
+  for (int bits : {8, 4})
+    for (Index m : {1, 3, 6, 7, 12, 13, 30})
+      for (Index K : {1, 2, 3, 5, 31, 32, 33, 64, 97})
+        for (Index N : {1, 15, 16, 17, 40, 64, 70}) {
+          const QuantizedPanels q(random_matrix(N, K, static_cast<std::uint32_t>(N * 19 + K)),
+                                  random_matrix(N, K, static_cast<std::uint32_t>(N * 23 + K)),
+                                  bits);
+          const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(7 * m + K));
+          ASSERT_NO_FATAL_FAILURE(check_quant_entry_points(
+              k.matmul_quant_vnni(bits), k.gate_up_quant_vnni(bits), A, int8_activations(A), q,
+              std::to_string(bits) + " bits m=" + std::to_string(m) + " K=" + std::to_string(K) +
+                  " N=" + std::to_string(N)));
+        }
+}
+
+// Quantising activations must not hide bad values or invent them: a row with
+// a NaN or an infinity gives NaN outputs (that row only), an all-zero row
+// gives zeros, and a row of huge values keeps its scale (no overflow).
+TEST_P(PerIsa, QuantVnniNonFiniteAndExtremeRows) {
+  const auto& k = kernels::active();
+  if (!k.has_vnni()) GTEST_SKIP() << "no VNNI on " << moekit::isa_name(GetParam());
+  const Index K = 70, N = 40;
+  Matrix A = random_matrix(5, K, 5);
+  A(1, 40) = std::numeric_limits<float>::quiet_NaN();
+  A(2, 3) = std::numeric_limits<float>::infinity();
+  A.row(3).setZero();
+  A.row(4) *= 1e30f;
+  for (int bits : {8, 4}) {
+    const QuantizedPanels w(random_matrix(N, K, 3), random_matrix(N, K, 4), bits);
+    Matrix Y(5, N), G(5, N), U(5, N);
+    k.matmul_quant_vnni(bits)(A.data(), K, 5, K, w.c16.data(), w.s16.data(), N, 0, N, Y.data(), N);
+    k.gate_up_quant_vnni(bits)(A.data(), K, 5, K, w.c32.data(), w.s32.data(), N, 0, N, G.data(),
+                               U.data(), N);
+    for (const Matrix* out : {&Y, &G, &U}) {
+      EXPECT_TRUE(out->row(0).allFinite()) << bits;
+      EXPECT_TRUE(out->row(1).array().isNaN().all()) << bits;
+      EXPECT_TRUE(out->row(2).array().isNaN().all()) << bits;
+      EXPECT_TRUE((out->row(3).array() == 0.0f).all()) << bits;
+      EXPECT_TRUE(out->row(4).allFinite()) << bits;
+    }
+    const Eigen::MatrixXd ref4 =
+        int8_activations(A.bottomRows(1)) * w.Wd.cast<double>().transpose();
+    EXPECT_LE((Y.bottomRows(1).cast<double>() - ref4).cwiseAbs().maxCoeff(),
+              1e-5 * std::sqrt(static_cast<double>(K)) * ref4.cwiseAbs().maxCoeff())
+        << bits;
+  }
 }
 
 // Row-count invariance of the float kernels too: the wide decode tiles (up to

@@ -23,7 +23,8 @@ std::atomic<bool> g_counting{false};
 #endif
 namespace {
 void* counted_alloc(std::size_t n, std::size_t align) {
-  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (g_counting.load(std::memory_order_relaxed))
+    g_allocations.fetch_add(1, std::memory_order_relaxed);
   if (n == 0) n = 1;
   if (align <= alignof(std::max_align_t)) return std::malloc(n);
   return std::aligned_alloc(align, (n + align - 1) / align * align);
@@ -74,9 +75,9 @@ long allocations_of_forward(Block& block, const Matrix& x, Exec& exec) {
 
 TEST(Allocation, SteadyStateForwardAllocatesNothing) {
   moekit::SwiGluMoEBlock block = moekit_test::random_block(16, 40, 24, 4, 3);
-  block.set_shared_experts(moekit::SharedExperts<>(moekit::SwiGluExperts(1, moekit_test::random_matrix(30, 40, 1),
-                                                                         moekit_test::random_matrix(30, 40, 2),
-                                                                         moekit_test::random_matrix(40, 30, 3))));
+  block.set_shared_experts(moekit::SharedExperts<>(moekit::SwiGluExperts(
+      1, moekit_test::random_matrix(30, 40, 1), moekit_test::random_matrix(30, 40, 2),
+      moekit_test::random_matrix(40, 30, 3))));
   const Matrix x = moekit_test::random_matrix(37, 40, 4);
   moekit::SerialExecutor serial;
   EXPECT_EQ(allocations_of_forward(block, x, serial), 0);
@@ -85,11 +86,22 @@ TEST(Allocation, SteadyStateForwardAllocatesNothing) {
 
   using V3 = moekit::MoEBlock<moekit::Router<moekit::SigmoidScoring, moekit::GroupedTopKSelector>>;
   V3 v3(moekit::Router<moekit::SigmoidScoring, moekit::GroupedTopKSelector>(
-            moekit_test::random_matrix(16, 40, 5), moekit::RouterOptions().with_top_k(4), moekit::Vector(),
-            moekit::GroupedTopKSelector(4, 2)),
-        moekit::SwiGluExperts(16, moekit_test::random_matrix(16 * 24, 40, 6), moekit_test::random_matrix(16 * 24, 40, 7),
+            moekit_test::random_matrix(16, 40, 5), moekit::RouterOptions().with_top_k(4),
+            moekit::Vector(), moekit::GroupedTopKSelector(4, 2)),
+        moekit::SwiGluExperts(16, moekit_test::random_matrix(16 * 24, 40, 6),
+                              moekit_test::random_matrix(16 * 24, 40, 7),
                               moekit_test::random_matrix(16 * 40, 24, 8)));
   EXPECT_EQ(allocations_of_forward(v3, x, pool), 0);
+
+  // Low-precision experts: their per-thread buffers (rounded or quantised
+  // activation rows, decoded panels) are sized by the warm-up too.
+  for (moekit::Dtype t : {moekit::Dtype::bf16, moekit::Dtype::i8, moekit::Dtype::i4})
+    for (moekit::Bf16Math m :
+         {moekit::Bf16Math::dot, moekit::Bf16Math::widen, moekit::Bf16Math::int8_dot}) {
+      block.experts().set_weight_dtype(t).set_bf16_math(m);
+      EXPECT_EQ(allocations_of_forward(block, x, serial), 0) << moekit::dtype_name(t);
+      EXPECT_EQ(allocations_of_forward(block, x, pool), 0) << moekit::dtype_name(t);
+    }
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 //
 //   moekit bench [--shape NAME | --hidden D --ffn F --experts E --top-k K [--shared-experts S]]
 //                --tokens T [--dtype f32|bf16|f16|int8|int4] [--threads N] [--isa NAME]
-//                [--bf16-math dot|widen] [--roofline] [--json]
+//                [--bf16-math dot|widen|int8_dot] [--roofline] [--json]
 //
 // Random weights (scale 0.02, fixed seed), four random inputs cycled, two
 // warm-up runs, then repetitions until one second (at least 5, at most 200);
@@ -87,18 +87,21 @@ inline int bench_command(int argc, char** argv) {
       moekit::SwiGluExperts(E, random(E * f, d, 1.0f), random(E * f, d, 1.0f),
                             random(E * d, f, 1.0f)));
   const std::string bf16_math = a.get("bf16-math", "dot");
-  moekit::detail::require(bf16_math == "dot" || bf16_math == "widen",
-                          "--bf16-math: expected dot or widen, got ", bf16_math);
-  const moekit::Bf16Math math =
-      bf16_math == "dot" ? moekit::Bf16Math::dot : moekit::Bf16Math::widen;
+  moekit::detail::require(bf16_math == "dot" || bf16_math == "widen" || bf16_math == "int8_dot",
+                          "--bf16-math: expected dot, widen or int8_dot, got ", bf16_math);
+  const moekit::Bf16Math math = bf16_math == "dot"     ? moekit::Bf16Math::dot
+                                : bf16_math == "widen" ? moekit::Bf16Math::widen
+                                                       : moekit::Bf16Math::int8_dot;
   block.experts().set_weight_dtype(wt).set_bf16_math(math);
   // What bf16 experts really ran: dot only where the ISA has vdpbf16ps.
   // bf16, int8 and int4 experts follow Bf16Math; f32 and f16 have one way.
   const bool follows_math =
       wt == moekit::Dtype::bf16 || wt == moekit::Dtype::i8 || wt == moekit::Dtype::i4;
-  const char* math_used = !follows_math                     ? "none"
-                          : block.experts().bf16_uses_dot() ? "dot"
-                                                            : "widen";
+  const bool quantized = wt == moekit::Dtype::i8 || wt == moekit::Dtype::i4;
+  const char* math_used = !follows_math                                    ? "none"
+                          : quantized && block.experts().quant_uses_vnni() ? "int8_dot"
+                          : block.experts().bf16_uses_dot()                ? "dot"
+                                                                           : "widen";
   if (S > 0) {
     moekit::SwiGluExperts shared(1, random(f * S, d, 1.0f), random(f * S, d, 1.0f),
                                  random(d, f * S, 1.0f));

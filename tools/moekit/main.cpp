@@ -34,7 +34,7 @@ int usage(std::FILE* out) {
       "  lrc       TRACE --segment M [--cache C] [--json]\n"
       "  bench     [--shape NAME | --hidden D --ffn F --experts E --top-k K [--shared-experts S]]\n"
       "            --tokens T [--dtype f32|bf16|f16|int8|int4] [--threads N] [--isa NAME]\n"
-      "            [--bf16-math dot|widen] [--roofline] [--json]\n"
+      "            [--bf16-math dot|widen|int8_dot] [--roofline] [--json]\n"
       "  roofline  --threads N [--json]\n"
       "  version\n");
   return out == stdout ? 0 : 2;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // `moekit roofline --threads N [--json]`: this machine's FP32 FMA peak, BF16
-// dot-product peak and memory read bandwidth, measured with N threads.
+// dot-product peak, INT8 dot-product (VNNI) peak and memory read bandwidth,
+// measured with N threads.
 #pragma once
 
 #include <algorithm>
@@ -66,7 +67,7 @@ inline int roofline_command(int argc, char** argv) {
 
   // Compute peaks: best of 3 runs of ~0.3 s each.
   const std::int64_t iters = 20'000'000;
-  double fma = 0.0, bf16 = 0.0;
+  double fma = 0.0, bf16 = 0.0, int8 = 0.0;
   for (int rep = 0; rep < 3; ++rep) {
     const double t = timed_threads(n, [&](int i) {
       sink[static_cast<std::size_t>(i)] = moekit::kernels::run_fma_loop(isa, iters);
@@ -81,6 +82,13 @@ inline int roofline_command(int argc, char** argv) {
       bf16 = std::max(
           bf16, moekit::kernels::bf16_flops_per_iter() * static_cast<double>(iters) * n / tb / 1e9);
     }
+    if (moekit::kernels::run_int8_loop(isa, 1, &cs)) {
+      const double ti = timed_threads(n, [&](int i) {
+        moekit::kernels::run_int8_loop(isa, iters, &sink[static_cast<std::size_t>(i)]);
+      });
+      int8 = std::max(
+          int8, moekit::kernels::int8_ops_per_iter() * static_cast<double>(iters) * n / ti / 1e9);
+    }
   }
   // Read bandwidth: each thread sums its share of a 1 GiB buffer, best of 5.
   const double gbps = measure_read_gbps(n, std::size_t(1) << 30, 5);
@@ -89,8 +97,8 @@ inline int roofline_command(int argc, char** argv) {
   if (a.flag("json")) {
     std::printf(
         "{\"threads\": %d, \"isa\": \"%s\", \"fp32_fma_gflops\": %.1f, \"bf16_dot_gflops\": %.1f, "
-        "\"read_gbps\": %.2f, \"checksum\": %g}\n",
-        n, moekit::isa_name(isa), fma, bf16, gbps, static_cast<double>(checksum));
+        "\"int8_dot_gops\": %.1f, \"read_gbps\": %.2f, \"checksum\": %g}\n",
+        n, moekit::isa_name(isa), fma, bf16, int8, gbps, static_cast<double>(checksum));
   } else {
     std::printf("roofline, %d thread(s), %s\n", n, moekit::isa_name(isa));
     std::printf("  FP32 FMA peak   %8.1f GFLOP/s\n", fma);
@@ -98,6 +106,10 @@ inline int roofline_command(int argc, char** argv) {
       std::printf("  BF16 dot peak   %8.1f GFLOP/s\n", bf16);
     else
       std::printf("  BF16 dot peak        n/a (no AVX-512 BF16)\n");
+    if (int8 > 0)
+      std::printf("  INT8 dot peak   %8.1f GOP/s\n", int8);
+    else
+      std::printf("  INT8 dot peak        n/a (no AVX-512 VNNI)\n");
     std::printf("  read bandwidth  %8.2f GB/s\n", gbps);
   }
   return 0;

@@ -23,6 +23,7 @@
 #include "../core/error.hpp"
 #include "avx2/gemm_f32.hpp"
 #include "avx512/gemm_bf16_dot.hpp"
+#include "avx512/gemm_int8_vnni.hpp"
 #include "avx512/gemm_f32.hpp"
 #include "cpu_features.hpp"
 #include "neon/gemm_f32.hpp"
@@ -209,6 +210,10 @@ struct KernelTable {
   /// (vdpbf16ps), group scales applied in f32; null where the ISA lacks it.
   QGateUpFn gate_up_q8_dot = nullptr, gate_up_q4_dot = nullptr;
   QMatmulFn matmul_q8_dot = nullptr, matmul_q4_dot = nullptr;
+  /// int8 / int4 codes times int8 activations quantised per group of 32
+  /// (vpdpbusd, quantize_activation_group); null where the ISA lacks VNNI.
+  QGateUpFn gate_up_q8_vnni = nullptr, gate_up_q4_vnni = nullptr;
+  QMatmulFn matmul_q8_vnni = nullptr, matmul_q4_vnni = nullptr;
 
   QGateUpFn gate_up_quant(int bits) const noexcept { return bits == 8 ? gate_up_q8 : gate_up_q4; }
   QMatmulFn matmul_quant(int bits) const noexcept { return bits == 8 ? matmul_q8 : matmul_q4; }
@@ -218,8 +223,16 @@ struct KernelTable {
   QMatmulFn matmul_quant_dot(int bits) const noexcept {
     return bits == 8 ? matmul_q8_dot : matmul_q4_dot;
   }
+  QGateUpFn gate_up_quant_vnni(int bits) const noexcept {
+    return bits == 8 ? gate_up_q8_vnni : gate_up_q4_vnni;
+  }
+  QMatmulFn matmul_quant_vnni(int bits) const noexcept {
+    return bits == 8 ? matmul_q8_vnni : matmul_q4_vnni;
+  }
   /// True when this ISA has the vdpbf16ps kernels (Bf16Math::dot runs them).
   bool has_dot() const noexcept { return gate_up_bf16_dot != nullptr; }
+  /// True when this ISA has the vpdpbusd kernels (Bf16Math::int8_dot runs them).
+  bool has_vnni() const noexcept { return gate_up_q8_vnni != nullptr; }
 
   GateUpFn<float> gate_up(const float*) const noexcept { return gate_up_f32; }
   GateUpFn<bf16> gate_up(const bf16*) const noexcept { return gate_up_bf16; }
@@ -277,6 +290,10 @@ inline const KernelTable& table_for(Isa isa) noexcept {
     t.gate_up_q4_dot = &avx512_bf16::gate_up_quant<4>;
     t.matmul_q8_dot = &avx512_bf16::matmul_quant<8>;
     t.matmul_q4_dot = &avx512_bf16::matmul_quant<4>;
+    t.gate_up_q8_vnni = &avx512_vnni::gate_up_quant<8>;
+    t.gate_up_q4_vnni = &avx512_vnni::gate_up_quant<4>;
+    t.matmul_q8_vnni = &avx512_vnni::matmul_quant<8>;
+    t.matmul_q4_vnni = &avx512_vnni::matmul_quant<4>;
     return t;
   }();
   switch (isa) {

@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "packing.hpp"
 
@@ -94,6 +95,31 @@ inline void quantize_panel(float* const* src, int nsrc, Index N, Index K, Index 
         if (k1 == K && (K & 1)) detail::store_code(codes, K, col, W, bits, 0);  // pad
       }
   }
+}
+
+/// int8 activations for the VNNI kernels (avx512/gemm_int8_vnni.hpp): a group
+/// of n <= kQuantGroup inputs of one row gets scale = max|a| / 127 and codes
+/// round(a · (127 / max|a|)) (nearest even), so a ≈ code · scale, with an error
+/// of at most scale / 2 per input. Writes the n codes and returns the scale: 0
+/// for an all-zero group, NaN (codes 0) if an input is not finite, so the
+/// output shows it. The kernels quantise with the same operations, so their
+/// codes and scales are these, bit for bit.
+inline float quantize_activation_group(const float* a, Index n, std::int8_t* q) noexcept {
+  float amax = 0.0f;
+  bool finite = true;
+  for (Index i = 0; i < n; ++i) {
+    finite = finite && std::isfinite(a[i]);
+    amax = std::max(amax, std::fabs(a[i]));
+  }
+  if (!finite) {
+    for (Index i = 0; i < n; ++i) q[i] = 0;
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  for (Index i = 0; i < n; ++i)
+    q[i] =
+        static_cast<std::int8_t>(std::max(-127.0f, std::min(127.0f, std::nearbyint(a[i] * inv))));
+  return amax / 127.0f;
 }
 
 namespace detail {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Machine limits measured by small kernels: FP32 FMA peak, BF16 dot-product
-// peak and memory read bandwidth, so benchmark results can be stated as a
+// peak, INT8 dot-product (VNNI) peak and memory read bandwidth, so benchmark results can be stated as a
 // fraction of what this machine can do (moekit roofline).
 //
 // The compute loops keep 24 independent accumulators in registers (enough to
@@ -59,6 +59,18 @@ MOEKIT_TARGET_AVX512_BF16 inline float bf16_dot_loop(std::int64_t iters) {
   __m512 s = acc[0];
   for (int i = 1; i < 24; ++i) s = _mm512_add_ps(s, acc[i]);
   return _mm512_reduce_add_ps(s);
+}
+MOEKIT_TARGET_AVX512_BF16 inline float int8_dot_loop(std::int64_t iters) {
+  __m512i acc[24];
+  for (int i = 0; i < 24; ++i) acc[i] = _mm512_setzero_si512();
+  const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+  for (std::int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < 24; ++i) acc[i] = avx512_vnni::dpbusd(acc[i], a, b);
+  }
+  __m512i s = acc[0];
+  for (int i = 1; i < 24; ++i) s = _mm512_add_epi32(s, acc[i]);
+  return static_cast<float>(_mm512_reduce_add_epi32(s));
 }
 MOEKIT_TARGET_AVX512 inline float read_sum_avx512(const float* p, std::size_t n) {
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -137,6 +149,21 @@ inline bool run_bf16_loop(Isa isa, std::int64_t iters, float* checksum) {
   return false;
 }
 inline double bf16_flops_per_iter() noexcept { return 24.0 * 16 * 4; }
+
+/// Runs the INT8 dot loop (vpdpbusd: 4 multiply-adds per i32 lane) when the ISA has VNNI.
+inline bool run_int8_loop(Isa isa, std::int64_t iters, float* checksum) {
+#ifdef MOEKIT_HAVE_X86_KERNELS
+  if (isa == Isa::avx512_bf16) {
+    *checksum = detail::int8_dot_loop(iters);
+    return true;
+  }
+#endif
+  (void)isa;
+  (void)iters;
+  (void)checksum;
+  return false;
+}
+inline double int8_ops_per_iter() noexcept { return 24.0 * 16 * 8; }
 
 }  // namespace kernels
 MOEKIT_NAMESPACE_END
