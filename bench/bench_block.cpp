@@ -1,38 +1,46 @@
 // SPDX-License-Identifier: MIT
-// Baseline benchmark of the fp32 MoE block forward (SwiGluMoEBlock) on the
-// standard shapes of shared/conformance/README.md, at T = 1, 8, 64, 512 tokens,
-// with 1 and 2 threads (ThreadPoolExecutor).
+// Benchmark of the MoE block forward (SwiGluMoEBlock) on the standard shapes
+// of shared/conformance/README.md, for every expert weight type, at T = 1, 8,
+// 64, 512 tokens, with 1 and 2 threads (ThreadPoolExecutor).
 //
-//   ./bench_block                                   # everything (~10 min per path on 2 cores)
+//   ./bench_block                                   # everything (~1 h on 2 cores)
 //   ./bench_block --benchmark_filter='/olmoe/'      # one shape
+//   ./bench_block --benchmark_filter='^block_int4/' # one weight type
 //   ./bench_block --benchmark_filter='/T:1/'        # decode only
 //
-// Names: block_f32/<shape>/T:<tokens>/threads:<executor threads>/<path>/... .
+// Names: block_<dtype>/<shape>/T:<tokens>/threads:<executor threads>/<path>.
 // The executor's thread count is part of the name; Google Benchmark's own
-// "threads" field stays 1 (one thread drives the block). <path> is the expert
-// path: "eigen" is the foundation baseline (one Eigen GEMM per expert and
-// projection). Where the expert bank has use_packed_kernels(bool), the
-// library's default, its packed SIMD kernels, is measured too as "packed";
-// --benchmark_filter=/eigen selects the baseline alone.
+// "threads" field stays 1 (one thread drives the block). <dtype> is the
+// experts' storage type (f32, bf16, f16, int8, int4: set_weight_dtype). <path>:
+// "eigen" is the foundation baseline (f32 only: one Eigen GEMM per expert and
+// projection), "packed" the library's default SIMD kernels (bf16 / int8 / int4
+// with bf16-rounded activations where the CPU has AVX-512 BF16), "int8_dot"
+// the opt-in int8 activations through VNNI for int8 / int4
+// (Bf16Math::int8_dot; where the CPU lacks VNNI it runs as packed).
 //
 // Per shape the weights are drawn once (uniform, standard deviation 0.02, fixed
-// seed) and reused for every T and thread count; only one shape is resident at
-// a time (qwen3-30b-a3b is 2.4 GB of f32). Eight random inputs per T, N(0, 1),
-// are cycled over the iterations so that the routing, and the set of experts
-// whose weights are read, changes from one forward to the next.
+// seed) and converted to each weight type in turn (drawn again when a type
+// would need the f32 values back); only one shape is resident at a time
+// (qwen3-30b-a3b is 2.4 GB of f32). Eight random inputs per T, N(0, 1), are
+// cycled over the iterations so that the routing, and the set of experts whose
+// weights are read, changes from one forward to the next.
 //
-// Before the first timing of a (shape, path, T), one forward with 1 thread and one
-// with 2 threads must give bit-identical, finite outputs, and for T <= 8 the
-// output must match moekit::reference (double precision) for the block's own
-// routing within 1e-5 * max(1, max|ref|). A failure skips the case with an error.
+// Before the first timing of a (shape, dtype, path, T), one forward with 1
+// thread and one with 2 threads must give bit-identical, finite outputs, and
+// for T <= 8 the output must match moekit::reference (double precision, on the
+// same rounded / dequantised weights) for the block's own routing within
+// tol * max(1, max|ref|): tol 1e-5 with f32 activations, 1e-2 with
+// bf16-rounded ones, 3e-2 with int8 ones (README's promises). A failure skips
+// the case with an error.
 //
 // Counters (rates over real time):
 //   GFLOP/s          active FLOPs 2*T*(E*d + 3*k*d*f) per forward
 //   GB/s             weight bytes read per forward: distinct experts touched in that
-//                    forward * 3*d*f*4, plus the router's E*d*4
+//                    forward * one expert's packed bytes (scales included; f32
+//                    3*d*f*4 on the eigen path), plus the router's E*d*4
 //   experts_touched  distinct experts with at least one row, mean per forward
-// Shared experts (deepseek-v2-lite has 2) are not in the library yet: only the
-// routed experts are measured.
+// Shared experts (deepseek-v2-lite has 2) are left out: only the routed
+// experts are measured (`moekit bench --shape` includes them).
 
 #include <benchmark/benchmark.h>
 
@@ -48,15 +56,10 @@
 #include <random>
 #include <sstream>
 #include <string>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <moekit/moekit.hpp>
-#if __has_include(<moekit/kernels/dispatch.hpp>)
-#include <moekit/kernels/dispatch.hpp>
-#define MOEKIT_BENCH_HAS_KERNELS 1
-#endif
 
 namespace {
 
@@ -86,28 +89,27 @@ constexpr float kWeightStd = 0.02f;
 double min_time_for(Index T) { return T >= 512 ? 5.0 : T >= 64 ? 3.0 : 2.0; }
 
 double active_flops(const Shape& s, Index T) {
-  return 2.0 * static_cast<double>(T) *
-         static_cast<double>(s.E * s.d + 3 * s.k * s.d * s.f);
+  return 2.0 * static_cast<double>(T) * static_cast<double>(s.E * s.d + 3 * s.k * s.d * s.f);
 }
 
-enum class Path { eigen, packed };
-const char* path_name(Path p) { return p == Path::eigen ? "eigen" : "packed"; }
-
-// Detects an expert bank with a switch between packed kernels and Eigen.
-template <class Bank, class = void>
-struct HasPackedSwitch : std::false_type {};
-template <class Bank>
-struct HasPackedSwitch<Bank, std::void_t<decltype(std::declval<Bank&>().use_packed_kernels(true))>>
-    : std::true_type {};
-using ExpertBank = std::decay_t<decltype(std::declval<moekit::SwiGluMoEBlock&>().experts())>;
-constexpr bool kHasPackedPath = HasPackedSwitch<ExpertBank>::value;
-
-template <class Bank>
-void select_path(Bank& bank, Path p) {
-  if constexpr (HasPackedSwitch<Bank>::value) bank.use_packed_kernels(p == Path::packed);
-  (void)bank;
-  (void)p;
-}
+// One configuration of the expert bank: weight type, kernels, arithmetic.
+struct Variant {
+  const char* dtype;  // name part: block_<dtype>
+  const char* path;   // eigen | packed | int8_dot
+  moekit::Dtype type;
+  bool packed;
+  moekit::Bf16Math math;
+};
+constexpr Variant kVariants[] = {
+    {"f32", "eigen", moekit::Dtype::f32, false, moekit::Bf16Math::dot},
+    {"f32", "packed", moekit::Dtype::f32, true, moekit::Bf16Math::dot},
+    {"bf16", "packed", moekit::Dtype::bf16, true, moekit::Bf16Math::dot},
+    {"f16", "packed", moekit::Dtype::f16, true, moekit::Bf16Math::dot},
+    {"int8", "packed", moekit::Dtype::i8, true, moekit::Bf16Math::dot},
+    {"int8", "int8_dot", moekit::Dtype::i8, true, moekit::Bf16Math::int8_dot},
+    {"int4", "packed", moekit::Dtype::i4, true, moekit::Bf16Math::dot},
+    {"int4", "int8_dot", moekit::Dtype::i4, true, moekit::Bf16Math::int8_dot},
+};
 
 // splitmix64: fast, reproducible, and good enough for benchmark weights.
 struct SplitMix64 {
@@ -140,10 +142,11 @@ void fill_uniform(Matrix& m, std::uint64_t seed, float std_dev) {
 struct Loaded {
   int shape = -1;
   std::unique_ptr<moekit::SwiGluMoEBlock> block;
-  int path = -1;                                // Path the bank is set to, -1 = library default
+  int variant = -1;                             // kVariants entry the bank is set to
   std::map<Index, std::vector<Matrix>> inputs;  // per T: kNumInputs inputs [T, d]
-  std::map<std::pair<int, Index>, std::string> check;  // per (path, T): "" = passed, else why not
-  std::uint64_t cursor = 0;                     // next input, carried across runs
+  std::map<std::pair<int, Index>, std::string>
+      check;                 // per (variant, T): "" = passed, else why not
+  std::uint64_t cursor = 0;  // next input, carried across runs
 };
 
 Loaded& loaded() {
@@ -151,10 +154,9 @@ Loaded& loaded() {
   return l;
 }
 
-Loaded& load(int shape) {
-  Loaded& l = loaded();
-  if (l.shape == shape) return l;
-  l = Loaded();  // free the previous shape first
+// Draws the shape's f32 weights into l.block (the same values every time).
+void build_block(Loaded& l, int shape) {
+  l.block.reset();  // free the previous weights first
   const Shape& s = kShapes[shape];
   const auto t0 = std::chrono::steady_clock::now();
   const std::uint64_t base = 0x6D6F656B6974ull * 1000u + static_cast<std::uint64_t>(shape) * 16u;
@@ -166,11 +168,33 @@ Loaded& load(int shape) {
   moekit::Router<> router(std::move(router_w), moekit::RouterOptions().with_top_k(s.k));
   moekit::SwiGluExperts experts(s.E, std::move(gate), std::move(up), std::move(down));
   l.block = std::make_unique<moekit::SwiGluMoEBlock>(std::move(router), std::move(experts));
-  l.shape = shape;
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  l.variant = -1;
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr, "# %s: built weights (%.2f GB f32) in %.1f s\n", s.name,
                static_cast<double>(s.E * (3 * s.d * s.f + s.d)) * 4e-9, secs);
+}
+
+// The shape resident with the bank set to variant v.
+Loaded& load(int shape, int v) {
+  Loaded& l = loaded();
+  if (l.shape != shape) {
+    l = Loaded();  // free the previous shape first
+    build_block(l, shape);
+    l.shape = shape;
+  }
+  if (l.variant == v) return l;
+  const Variant& var = kVariants[v];
+  auto* bank = &l.block->experts();
+  // Rounding or quantising replaces the master weights, so a type other
+  // than the current one (unless the current one is f32) needs them drawn again.
+  if (bank->weight_dtype() != var.type && bank->weight_dtype() != moekit::Dtype::f32) {
+    build_block(l, shape);
+    bank = &l.block->experts();
+  }
+  bank->use_packed_kernels(var.packed);
+  if (bank->weight_dtype() != var.type) bank->set_weight_dtype(var.type);
+  bank->set_bf16_math(var.math);
+  l.variant = v;
   return l;
 }
 
@@ -206,20 +230,24 @@ std::string run_check(Loaded& l, Index T) {
         << "); ";
   if (T <= 8) {  // the double-precision oracle is cheap at decode sizes
     const Matrix ref = moekit::reference::forward_with_plan(block.experts(), x, block.last_plan());
-    const float tol = 1e-5f * std::max(1.0f, ref.cwiseAbs().maxCoeff());
+    const auto& bank = block.experts();
+    const bool low = bank.uses_packed_kernels() && (bank.weight_dtype() == moekit::Dtype::bf16 ||
+                                                    bank.weight_dtype() == moekit::Dtype::i8 ||
+                                                    bank.weight_dtype() == moekit::Dtype::i4);
+    const float rel = low && bank.quant_uses_vnni() && bank.weight_dtype() != moekit::Dtype::bf16
+                          ? 3e-2f
+                      : low && bank.bf16_uses_dot() ? 1e-2f
+                                                    : 1e-5f;
+    const float tol = rel * std::max(1.0f, ref.cwiseAbs().maxCoeff());
     const float diff = (y2 - ref).cwiseAbs().maxCoeff();
     if (!(diff <= tol)) err << "differs from moekit::reference by " << diff << " > " << tol << "; ";
   }
   return err.str();
 }
 
-void bm_block(benchmark::State& state, int shape, Index T, int threads, Path path) {
-  Loaded& l = load(shape);
-  if (l.path != static_cast<int>(path)) {
-    select_path(l.block->experts(), path);
-    l.path = static_cast<int>(path);
-  }
-  const auto key = std::make_pair(l.path, T);
+void bm_block(benchmark::State& state, int shape, Index T, int threads, int variant) {
+  Loaded& l = load(shape, variant);
+  const auto key = std::make_pair(variant, T);
   auto checked = l.check.find(key);
   if (checked == l.check.end()) checked = l.check.emplace(key, run_check(l, T)).first;
   if (!checked->second.empty()) {
@@ -243,7 +271,9 @@ void bm_block(benchmark::State& state, int shape, Index T, int threads, Path pat
     touched_sum += static_cast<double>(touched);
   }
   const double iters = static_cast<double>(state.iterations());
-  const double expert_bytes = 3.0 * static_cast<double>(s.d * s.f) * sizeof(float);
+  const double expert_bytes = kVariants[variant].packed
+                                  ? static_cast<double>(block.experts().bytes_of_expert(0))
+                                  : 3.0 * static_cast<double>(s.d * s.f) * sizeof(float);
   const double router_bytes = static_cast<double>(s.E * s.d) * sizeof(float);
   state.counters["GFLOP/s"] =
       benchmark::Counter(active_flops(s, T) * iters * 1e-9, benchmark::Counter::kIsRate);
@@ -284,22 +314,18 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("compiler", __VERSION__);
   benchmark::AddCustomContext("compile_isa", build_flags());
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
-  benchmark::AddCustomContext("weights", "f32, uniform, std 0.02; inputs N(0,1), 8 cycled");
-#ifdef MOEKIT_BENCH_HAS_KERNELS
-  benchmark::AddCustomContext("packed_kernels_isa",
-                              moekit::isa_name(moekit::active_isa()));
-#endif
+  benchmark::AddCustomContext("weights",
+                              "uniform, std 0.02, then each dtype; inputs N(0,1), 8 cycled");
+  benchmark::AddCustomContext("packed_kernels_isa", moekit::isa_name(moekit::active_isa()));
 
-  std::vector<Path> paths{Path::eigen};
-  if (kHasPackedPath) paths.push_back(Path::packed);
   for (int si = 0; si < static_cast<int>(std::size(kShapes)); ++si)
-    for (const Path path : paths)
+    for (int v = 0; v < static_cast<int>(std::size(kVariants)); ++v)
       for (const Index T : kTokens)
         for (const int n : kThreadCounts) {
-          const std::string name = std::string("block_f32/") + kShapes[si].name + "/T:" +
-                                   std::to_string(T) + "/threads:" + std::to_string(n) + "/" +
-                                   path_name(path);
-          benchmark::RegisterBenchmark(name.c_str(), bm_block, si, T, n, path)
+          const std::string name = std::string("block_") + kVariants[v].dtype + "/" +
+                                   kShapes[si].name + "/T:" + std::to_string(T) +
+                                   "/threads:" + std::to_string(n) + "/" + kVariants[v].path;
+          benchmark::RegisterBenchmark(name.c_str(), bm_block, si, T, n, v)
               ->Unit(benchmark::kMillisecond)
               ->UseRealTime()
               ->MinTime(min_time_for(T));

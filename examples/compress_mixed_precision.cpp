@@ -72,6 +72,31 @@ int main() {
   row("mixed, MC-MoE PMQ", mixed);
   row("mixed, sum eps^2", mixed_l2);
   std::printf("\n(output error: ||Y_q - Y|| / ||Y|| on the calibration tokens; bytes: bit-packed codes + one\n"
-              " f16 scale per group; the bank holds the dequantised f32 weights until int kernels exist)\n");
+              " f16 scale per group; the bank holds the dequantised f32 weights: a simulation of any width)\n");
+
+  // The widths the kernels run natively: int8 / int4 experts (symmetric, one f32 scale per 32
+  // inputs), and how the activations meet them (Bf16Math): f32 (widen), rounded to bf16 (dot,
+  // vdpbf16ps) or quantised to int8 per 32 inputs (int8_dot, VNNI vpdpbusd). Where the CPU lacks
+  // an instruction the next option down runs; the last column says what ran.
+  const Matrix y32 = block.forward(calib);
+  std::printf("\n  %-26s %14s %14s  %s\n", "kernels: weights, math", "expert bytes", "output error", "ran");
+  for (const moekit::Dtype t : {moekit::Dtype::i8, moekit::Dtype::i4}) {
+    moekit::SwiGluMoEBlock q = block;
+    q.experts().set_weight_dtype(t);
+    const struct {
+      const char* name;
+      moekit::Bf16Math math;
+    } maths[] = {{"widen", moekit::Bf16Math::widen}, {"dot", moekit::Bf16Math::dot}, {"int8_dot", moekit::Bf16Math::int8_dot}};
+    for (const auto& m : maths) {
+      q.experts().set_bf16_math(m.math);
+      const double err = (q.forward(calib) - y32).norm() / y32.norm();
+      const char* ran = q.experts().quant_uses_vnni() ? "int8 x int8 (vpdpbusd)"
+                        : q.experts().bf16_uses_dot() ? "bf16 x bf16 (vdpbf16ps)"
+                                                      : "f32 x f32 (FMA)";
+      char name[40];
+      std::snprintf(name, sizeof name, "%s, %s", moekit::dtype_name(t), m.name);
+      std::printf("  %-26s %14lld %14.5f  %s\n", name, static_cast<long long>(E * q.experts().bytes_of_expert(0)), err, ran);
+    }
+  }
   return mixed.average_bits <= 3.0 && mixed_l2.average_bits <= 3.0 ? 0 : 1;
 }

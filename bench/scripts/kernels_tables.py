@@ -30,6 +30,8 @@ def main(out):
     print()
 
     def peak(r):  # the compute peak a dtype's kernels run against
+        if r.get("bf16_math") == "int8_dot":  # int8 / int4 through vpdpbusd
+            return roof["int8_dot_gops"]
         return bf16 if r.get("bf16_math") == "dot" else fp32  # bf16, int8, int4 through vdpbf16ps
 
     def rbw(r):  # the bandwidth probe taken with the row (--roofline), else the sitting's
@@ -77,6 +79,11 @@ def main(out):
         for r in widen:
             print(f"| {r['tokens']} | {r['ms_median']:.2f} | {r['gflops']:.1f} | {100 * r['gflops'] / fp32:.0f}% | {r['gbps']:.1f} | {100 * r['gbps'] / rbw(r):.0f}% |")
         print()
+    print_load(out)
+
+
+def print_load(out):
+    """The uptime lines a sitting's script took at its start and end."""
     for f in ("load_start.txt", "load_end.txt"):
         p = os.path.join(out, f)
         if os.path.exists(p):

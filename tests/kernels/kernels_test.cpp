@@ -549,6 +549,62 @@ TEST_P(PerIsa, QuantVnniKernelsAgainstQuantisedActivations) {
         }
 }
 
+#ifdef MOEKIT_HAVE_X86_KERNELS
+// The VNNI kernels' row quantiser gives quantize_activation_group's codes and
+// scales bit for bit (and the offset corrections from those codes): ties at
+// half steps, an all-zero group, subnormals (a group that small quantises to
+// zero), values just above that limit, huge values, a lone outlier, NaN and
+// infinity, K across group and quad boundaries.
+TEST_P(PerIsa, QuantVnniRowQuantiserIsTheScalarOne) {
+  if (!kernels::active().has_vnni()) GTEST_SKIP() << "no VNNI on " << moekit::isa_name(GetParam());
+  for (Index K : {1, 3, 4, 5, 31, 32, 33, 63, 64, 100}) {
+    const Index R = 9;
+    Matrix A = random_matrix(R, K, static_cast<std::uint32_t>(K));
+    for (Index k = 0; k < K; ++k) {
+      A(1, k) = static_cast<float>(k % 9) - 4.0f;  // max 4: a step of 4/127, values on and off it
+      A(2, k) = 0.0f;
+      A(3, k) = 1e-40f * static_cast<float>(k + 1);  // subnormal: below kActivationTiny, zeros
+      A(8, k) = 1e-36f * static_cast<float>(k % 3) - 1e-36f;  // just above it
+      A(4, k) = 3e38f * (k % 2 ? 1.0f : -1.0f);
+      A(5, k) = k == K / 2 ? 1e4f : A(5, k);
+    }
+    A(1, 0) = 2.0f;  // 2 · (127 / 4) = 63.5: a tie, rounded to even
+    A(6, K - 1) = std::numeric_limits<float>::quiet_NaN();
+    A(7, 0) = -std::numeric_limits<float>::infinity();
+    const Index K4 = (K + 3) / 4, G = kernels::quant_groups(K);
+    for (std::int32_t offset : {128, 8}) {
+      std::vector<std::uint32_t> codes(static_cast<std::size_t>(R * K4), 0xdeadbeefu);
+      std::vector<float> scales(static_cast<std::size_t>(R * G));
+      std::vector<std::int32_t> corr(static_cast<std::size_t>(R * G));
+      kernels::avx512_vnni::quantize_rows(A.data(), K, R, K, offset, codes.data(), scales.data(),
+                                          corr.data());
+      for (Index r = 0; r < R; ++r) {
+        const auto* got = reinterpret_cast<const std::int8_t*>(codes.data() + r * K4);
+        for (Index g = 0; g < G; ++g) {
+          const Index k0 = g * kernels::kQuantGroup, n = std::min(kernels::kQuantGroup, K - k0);
+          std::int8_t q[kernels::kQuantGroup];
+          const Matrix grp = A.block(r, k0, 1, n);
+          const float s = kernels::quantize_activation_group(grp.data(), n, q);
+          const std::size_t i = static_cast<std::size_t>(r * G + g);
+          if (std::isnan(s)) {
+            EXPECT_TRUE(std::isnan(scales[i])) << "row " << r << " K " << K;
+          } else {
+            EXPECT_EQ(scales[i], s) << "row " << r << " K " << K;
+          }
+          std::int32_t sum = 0;
+          for (Index j = 0; j < n; ++j) {
+            ASSERT_EQ(got[k0 + j], q[j]) << "row " << r << " k " << k0 + j << " K " << K;
+            sum += q[j];
+          }
+          EXPECT_EQ(corr[i], -offset * sum);
+        }
+        for (Index k = K; k < 4 * K4; ++k) EXPECT_EQ(got[k], 0) << "padding, K " << K;
+      }
+    }
+  }
+}
+#endif
+
 // Quantising activations must not hide bad values or invent them: a row with
 // a NaN or an infinity gives NaN outputs (that row only), an all-zero row
 // gives zeros, and a row of huge values keeps its scale (no overflow).

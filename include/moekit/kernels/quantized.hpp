@@ -101,9 +101,11 @@ inline void quantize_panel(float* const* src, int nsrc, Index N, Index K, Index 
 /// of n <= kQuantGroup inputs of one row gets scale = max|a| / 127 and codes
 /// round(a · (127 / max|a|)) (nearest even), so a ≈ code · scale, with an error
 /// of at most scale / 2 per input. Writes the n codes and returns the scale: 0
-/// for an all-zero group, NaN (codes 0) if an input is not finite, so the
-/// output shows it. The kernels quantise with the same operations, so their
+/// (codes 0) for a group whose max|a| is below kActivationTiny (all zero, or
+/// 127 / max|a| would overflow), NaN (codes 0) if an input is not finite, so
+/// the output shows it. The kernels quantise with the same operations, so their
 /// codes and scales are these, bit for bit.
+constexpr float kActivationTiny = 0x1p-120f;
 inline float quantize_activation_group(const float* a, Index n, std::int8_t* q) noexcept {
   float amax = 0.0f;
   bool finite = true;
@@ -115,11 +117,12 @@ inline float quantize_activation_group(const float* a, Index n, std::int8_t* q) 
     for (Index i = 0; i < n; ++i) q[i] = 0;
     return std::numeric_limits<float>::quiet_NaN();
   }
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  const bool tiny = !(amax >= kActivationTiny);
+  const float inv = tiny ? 0.0f : 127.0f / amax;
   for (Index i = 0; i < n; ++i)
     q[i] =
         static_cast<std::int8_t>(std::max(-127.0f, std::min(127.0f, std::nearbyint(a[i] * inv))));
-  return amax / 127.0f;
+  return tiny ? 0.0f : amax / 127.0f;
 }
 
 namespace detail {

@@ -15,8 +15,9 @@
 // integer accumulators. A group's exact integer sum is then converted to f32
 // and multiplied by weight scale · activation scale into the f32 total.
 // Weights stay in their k-pair layout (quantized.hpp): two k-pair rows are
-// interleaved into quads in registers (one permute), so the same packed
-// weights serve the bf16 and f32 kernels too. Every output is the same
+// interleaved into quads with one permute (in registers for a few rows; for
+// more, once per panel into a per-thread buffer), so the same packed weights
+// serve the bf16 and f32 kernels too. Every output is the same
 // sequence of operations whatever the tile shape, so a row's bytes do not
 // depend on the other rows of the call.
 #pragma once
@@ -25,6 +26,7 @@
 
 #ifdef MOEKIT_HAVE_X86_KERNELS
 #include <cstdint>
+#include <limits>
 
 #include "../../core/aligned_buffer.hpp"
 #include "../packing.hpp"
@@ -90,14 +92,17 @@ MOEKIT_TARGET_AVX512_BF16 inline void quantize_rows(const float* X, Index lda, I
       const bool bad = (_mm512_fpclass_ps_mask(x0, 0x99) | _mm512_fpclass_ps_mask(x1, 0x99)) != 0;
       const float amax =
           _mm512_reduce_max_ps(_mm512_max_ps(_mm512_and_ps(x0, sign), _mm512_and_ps(x1, sign)));
-      const float inv = bad || !(amax > 0.0f) ? 0.0f : 127.0f / amax;
-      s[g] = bad ? std::numeric_limits<float>::quiet_NaN() : amax / 127.0f;
+      const bool tiny = !(amax >= kActivationTiny);  // all zero, or 127 / amax would overflow
+      const float inv = bad || tiny ? 0.0f : 127.0f / amax;
+      s[g] = bad ? std::numeric_limits<float>::quiet_NaN() : tiny ? 0.0f : amax / 127.0f;
       // Rounded to nearest even (the default MXCSR mode, as std::nearbyint);
       // |x · inv| <= 127 (+ rounding), so the saturating narrowing is exact.
       const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, _mm512_set1_ps(inv)));
       const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, _mm512_set1_ps(inv)));
-      const __m512i lo = _mm512_max_epi32(_mm512_set1_epi32(-127), q0);
-      const __m512i hi = _mm512_max_epi32(_mm512_set1_epi32(-127), q1);
+      // A non-finite input: codes 0 (its NaN scale carries the news).
+      const __mmask16 keep = bad ? 0 : 0xffff;
+      const __m512i lo = _mm512_maskz_max_epi32(keep, _mm512_set1_epi32(-127), q0);
+      const __m512i hi = _mm512_maskz_max_epi32(keep, _mm512_set1_epi32(-127), q1);
       c[g] = -offset * _mm512_reduce_add_epi32(_mm512_add_epi32(lo, hi));
       // Codes up to the padded end of the row (a multiple of 4 bytes).
       const Index bytes = (n + 3) / 4 * 4;
