@@ -68,9 +68,11 @@ MOEKIT_TARGET_AVX512_BF16 inline float int8_dot_loop(std::int64_t iters) {
 #pragma GCC unroll 24
     for (int i = 0; i < 24; ++i) acc[i] = avx512_vnni::dpbusd(acc[i], a, b);
   }
-  __m512i s = acc[0];
-  for (int i = 1; i < 24; ++i) s = _mm512_add_epi32(s, acc[i]);
-  return static_cast<float>(_mm512_reduce_add_epi32(s));
+  // Checksum in f32: the lanes wrap around (defined for vpdpbusd), and a
+  // signed integer reduction of them could overflow.
+  __m512 s = _mm512_cvtepi32_ps(acc[0]);
+  for (int i = 1; i < 24; ++i) s = _mm512_add_ps(s, _mm512_cvtepi32_ps(acc[i]));
+  return _mm512_reduce_add_ps(s);
 }
 MOEKIT_TARGET_AVX512 inline float read_sum_avx512(const float* p, std::size_t n) {
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
