@@ -9,6 +9,7 @@
 #include "core/error.hpp"
 #include "core/tensor.hpp"
 #include "core/aligned_buffer.hpp"
+#include "core/scratch_arena.hpp"
 
 #include "kernels/cpu_features.hpp"
 #include "kernels/dispatch.hpp"

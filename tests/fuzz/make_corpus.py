@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-# Writes the seed corpus of the safetensors fuzz target into
-# tests/fuzz/corpus/safetensors/: small valid files (valid_*, every dtype,
-# metadata, scalars, empty tensors, misaligned tensors, gaps) and small
-# invalid ones (invalid_*, one defect each). Standard library only; the
+# Writes the seed corpora of the fuzz targets: tests/fuzz/corpus/safetensors/
+# (SafetensorsFile: small valid files, valid_*, every dtype, metadata,
+# scalars, empty tensors, misaligned tensors, gaps, and small invalid ones,
+# invalid_*, one defect each) and tests/fuzz/corpus/trace/ (load_trace: the
+# same for routing trace files). Standard library only; the
 # output is deterministic, so re-running it changes nothing.
 #   python3 tests/fuzz/make_corpus.py
 import json
@@ -11,6 +12,7 @@ import os
 import struct
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "safetensors")
+TRACE_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "trace")
 
 SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2,
          "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
@@ -40,7 +42,6 @@ def pattern(n):
 
 
 def main():
-    os.makedirs(OUT, exist_ok=True)
     seeds = {}
     f32 = struct.pack("<6f", 1.0, -2.0, 0.5, 3.25, -0.0, 1e-3)
     seeds["valid_f32_matrix"] = safetensors([("w", "F32", [2, 3], f32)], {"format": "pt"})
@@ -87,13 +88,52 @@ def main():
     seeds["invalid_metadata_value"] = image('{"__metadata__":{"n":5}}')
     seeds["invalid_truncated_data"] = safetensors([("w", "F32", [2, 3], f32)])[:-3]
 
-    for name in os.listdir(OUT):
+    write_seeds(OUT, seeds)
+    write_seeds(TRACE_OUT, trace_seeds())
+
+
+def trace(ids, shape, experts="4", extra=(), metadata=None):
+    """A routing trace file: topk_ids I32 of `shape` and __metadata__ num_experts."""
+    meta = {"num_experts": experts} if metadata is None else metadata
+    return safetensors([("topk_ids", "I32", shape, struct.pack("<%di" % len(ids), *ids))] + list(extra),
+                       meta)
+
+
+def trace_seeds():
+    seeds = {}
+    seeds["valid_small"] = trace([0, 1, 2, 3, -1, 0], [2, 1, 3])
+    seeds["valid_two_layers"] = trace([0, 1, 1, 0, 3, 2, 2, 3], [2, 2, 2], "4")
+    seeds["valid_no_tokens"] = trace([], [0, 3, 2], "8")
+    seeds["valid_extra_tensor_and_metadata"] = trace(
+        [5, 6], [1, 1, 2], "7", extra=[("extra", "F32", [1], struct.pack("<f", 1.5))],
+        metadata={"format": "pt", "num_experts": "7", "note": "caf\u00e9"})
+    seeds["valid_many_experts"] = trace([2147483646, -1], [1, 1, 2], "2147483647")
+    seeds["invalid_id_out_of_range"] = trace([4], [1, 1, 1])
+    seeds["invalid_id_below_minus_one"] = trace([-2], [1, 1, 1])
+    seeds["invalid_no_metadata"] = safetensors([("topk_ids", "I32", [1, 1, 1], struct.pack("<i", 0))])
+    seeds["invalid_experts_not_a_number"] = trace([0], [1, 1, 1], "4x")
+    seeds["invalid_experts_zero"] = trace([0], [1, 1, 1], "0")
+    seeds["invalid_rank_two"] = trace([0, 1], [1, 2])
+    seeds["invalid_f32_ids"] = safetensors([("topk_ids", "F32", [1, 1, 1], struct.pack("<f", 0.0))],
+                                           {"num_experts": "4"})
+    seeds["invalid_no_tokens_huge_layers"] = trace([], [0, 4294967296, 1])
+    seeds["invalid_no_ids"] = safetensors([("x", "I32", [1], struct.pack("<i", 0))], {"num_experts": "4"})
+    seeds["invalid_truncated"] = trace([0, 1, 2, 3], [1, 1, 4])[:-2]
+    seeds["invalid_unterminated_string"] = image('{"__metadata__":{"num_experts":"4')
+    seeds["invalid_bad_escape"] = image('{"__metadata__":{"num_experts":"\\q"}}')
+    seeds["invalid_deep"] = image("[" * 80 + "]" * 80)
+    return seeds
+
+
+def write_seeds(out, seeds):
+    os.makedirs(out, exist_ok=True)
+    for name in os.listdir(out):
         if name.startswith(("valid_", "invalid_")) and name not in seeds:
-            os.remove(os.path.join(OUT, name))
+            os.remove(os.path.join(out, name))
     for name, data in sorted(seeds.items()):
-        with open(os.path.join(OUT, name), "wb") as f:
+        with open(os.path.join(out, name), "wb") as f:
             f.write(data)
-    print("wrote %d seeds to %s" % (len(seeds), OUT))
+    print("wrote %d seeds to %s" % (len(seeds), out))
 
 
 if __name__ == "__main__":

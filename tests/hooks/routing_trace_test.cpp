@@ -34,7 +34,8 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 std::string safetensors_bytes(const std::string& header, const std::string& data) {
   std::string out(8, '\0');
   const std::uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xFF);
+  for (int i = 0; i < 8; ++i)
+    out[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xFF);
   return out + header + data;
 }
 
@@ -81,12 +82,20 @@ TEST(RoutingTrace, RecorderErrors) {
   rec.record(0, make_plan(4, {{0, 1}}, {{1, 0}}));
   EXPECT_EQ(error_message([&] { rec.trace(); }),
             "moekit: trace recorder: layer 1 has 0 tokens, expected 1 (as layer 0)");
-  EXPECT_EQ(error_message([&] { rec.record(1, make_plan(5, {{0, 1}}, {{1, 0}})); }),
-            "moekit: trace recorder: layer 1 plan has 5 experts, expected 4 (as the first plan recorded)");
-  EXPECT_EQ(error_message([&] { rec.layer(2); }), "moekit: trace recorder layer: expected [0, 2), got 2");
-  EXPECT_EQ(error_message([] { moekit::RoutingTrace({0, 0}, 1, 1, 2, 4); }),
+  EXPECT_EQ(error_message([&] {
+              rec.record(1, make_plan(5, {{0, 1}}, {{1, 0}}));
+            }),
+            "moekit: trace recorder: layer 1 plan has 5 experts, expected 4 (as the first plan "
+            "recorded)");
+  EXPECT_EQ(error_message([&] { rec.layer(2); }),
+            "moekit: trace recorder layer: expected [0, 2), got 2");
+  EXPECT_EQ(error_message([] {
+              moekit::RoutingTrace({0, 0}, 1, 1, 2, 4);
+            }),
             "moekit: routing trace ids: token 0 names expert 0 twice at layer 0 (slots 0 and 1)");
-  EXPECT_EQ(error_message([] { moekit::RoutingTrace({0, 4}, 1, 1, 2, 4); }),
+  EXPECT_EQ(error_message([] {
+              moekit::RoutingTrace({0, 4}, 1, 1, 2, 4);
+            }),
             "moekit: routing trace ids: expected an expert id in [0, 4) or -1 at [0, 0, 1], got 4");
 }
 
@@ -94,7 +103,8 @@ TEST(RoutingTrace, RecordsBlocksAsLayers) {
   // Three blocks, each fed the previous one's output: the recorder's trace
   // holds exactly the plans the blocks made.
   std::vector<moekit::SwiGluMoEBlock> blocks;
-  for (std::uint32_t l = 0; l < 3; ++l) blocks.push_back(moekit_test::random_block(6, 16, 24, 2, 100 + 10 * l));
+  for (std::uint32_t l = 0; l < 3; ++l)
+    blocks.push_back(moekit_test::random_block(6, 16, 24, 2, 100 + 10 * l));
   moekit::TraceRecorder rec(3);
   std::vector<moekit::IdMatrix> expect(3);
   for (std::uint32_t batch = 0; batch < 2; ++batch) {
@@ -112,7 +122,8 @@ TEST(RoutingTrace, RecordsBlocksAsLayers) {
   }
   const moekit::RoutingTrace tr = rec.trace();
   ASSERT_EQ(tr.num_tokens(), 11);
-  for (Index l = 0; l < 3; ++l) EXPECT_EQ(tr.layer(l), expect[static_cast<std::size_t>(l)]) << "layer " << l;
+  for (Index l = 0; l < 3; ++l)
+    EXPECT_EQ(tr.layer(l), expect[static_cast<std::size_t>(l)]) << "layer " << l;
 }
 
 TEST(TraceFile, RoundTripAndIndependentReader) {
@@ -157,7 +168,8 @@ TEST(TraceFile, AcceptsOtherTensorsAndMetadata) {
   const std::string header =
       "{ \"extra\": {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\n"
       "  \"topk_ids\": {\"dtype\":\"I32\",\"shape\":[2,1,1],\"data_offsets\":[4,12]},\n"
-      "  \"__metadata__\": {\"format\":\"pt\",\"num_experts\":\"2\",\"note\":\"a \\\"quoted\\\" \\u00e9\"} }";
+      "  \"__metadata__\": {\"format\":\"pt\",\"num_experts\":\"2\",\"note\":\"a \\\"quoted\\\" "
+      "\\u00e9\"} }";
   const std::string path = temp_path("extra.safetensors");
   write_bytes(path, safetensors_bytes(header, std::string(4, '\0') + int32_bytes({1, 0})));
   const moekit::RoutingTrace tr = moekit::load_trace(path);
@@ -166,9 +178,23 @@ TEST(TraceFile, AcceptsOtherTensorsAndMetadata) {
   std::remove(path.c_str());
 }
 
+TEST(TraceFile, BytesRoundTripInMemory) {
+  moekit::RoutingTrace tr(std::vector<std::int32_t>{0, 3, -1, 2, 1, 0}, 3, 1, 2, 4);
+  const std::vector<unsigned char> bytes = moekit::trace_to_bytes(tr);
+  const moekit::RoutingTrace back = moekit::load_trace_from_memory(bytes.data(), bytes.size());
+  EXPECT_EQ(back.data(), tr.data());
+  EXPECT_EQ(back.num_tokens(), 3);
+  EXPECT_EQ(back.num_experts(), 4);
+  const std::string msg =
+      error_message([&] { moekit::load_trace_from_memory(bytes.data(), 7, "in memory"); });
+  EXPECT_NE(msg.find("trace file 'in memory': expected at least 8 bytes, got 7"), std::string::npos)
+      << msg;
+}
+
 TEST(TraceFile, MalformedFilesThrowWithTheirProblem) {
   const std::string path = temp_path("bad.safetensors");
-  const std::string ok_entry = "\"topk_ids\":{\"dtype\":\"I32\",\"shape\":[1,1,1],\"data_offsets\":[0,4]}";
+  const std::string ok_entry =
+      "\"topk_ids\":{\"dtype\":\"I32\",\"shape\":[1,1,1],\"data_offsets\":[0,4]}";
   const std::string ok_meta = "\"__metadata__\":{\"num_experts\":\"4\"}";
   struct Case {
     std::string bytes;
@@ -183,49 +209,62 @@ TEST(TraceFile, MalformedFilesThrowWithTheirProblem) {
        "unexpected trailing characters"},
       {safetensors_bytes("{" + ok_meta + "}", ""), "no tensor 'topk_ids'"},
       {safetensors_bytes("{" + ok_entry + "}", int32_bytes({0})), "no \"__metadata__\" object"},
-      {safetensors_bytes("{\"__metadata__\":{\"num_experts\":\"x4\"}," + ok_entry + "}", int32_bytes({0})),
+      {safetensors_bytes("{\"__metadata__\":{\"num_experts\":\"x4\"}," + ok_entry + "}",
+                         int32_bytes({0})),
        "num_experts: expected an integer, got x4"},
-      {safetensors_bytes("{\"__metadata__\":{\"num_experts\":\"0\"}," + ok_entry + "}", int32_bytes({0})),
+      {safetensors_bytes("{\"__metadata__\":{\"num_experts\":\"0\"}," + ok_entry + "}",
+                         int32_bytes({0})),
        "num_experts: expected an integer in [1, 2^31), got 0"},
       {safetensors_bytes("{" + ok_meta + "," + ok_entry + "}", int32_bytes({4})),
        "routing trace ids: expected an expert id in [0, 4) or -1 at [0, 0, 0], got 4"},
       {safetensors_bytes("{" + ok_meta + "," + ok_entry + "}", "\x01\x02"),
        "data_offsets [0, 4] outside the data section of 2 bytes"},
-      {safetensors_bytes("{" + ok_meta +
-                             ",\"topk_ids\":{\"dtype\":\"F32\",\"shape\":[1,1,1],\"data_offsets\":[0,4]}}",
-                         int32_bytes({0})),
+      {safetensors_bytes(
+           "{" + ok_meta +
+               ",\"topk_ids\":{\"dtype\":\"F32\",\"shape\":[1,1,1],\"data_offsets\":[0,4]}}",
+           int32_bytes({0})),
        "expected dtype I32, got F32"},
-      {safetensors_bytes("{" + ok_meta +
-                             ",\"topk_ids\":{\"dtype\":\"I32\",\"shape\":[1,1],\"data_offsets\":[0,4]}}",
-                         int32_bytes({0})),
+      {safetensors_bytes(
+           "{" + ok_meta +
+               ",\"topk_ids\":{\"dtype\":\"I32\",\"shape\":[1,1],\"data_offsets\":[0,4]}}",
+           int32_bytes({0})),
        "expected shape [tokens, layers, k] (rank 3), got rank 2"},
-      {safetensors_bytes("{" + ok_meta +
-                             ",\"topk_ids\":{\"dtype\":\"I32\",\"shape\":[1,1,2],\"data_offsets\":[0,4]}}",
-                         int32_bytes({0})),
+      {safetensors_bytes(
+           "{" + ok_meta +
+               ",\"topk_ids\":{\"dtype\":\"I32\",\"shape\":[1,1,2],\"data_offsets\":[0,4]}}",
+           int32_bytes({0})),
        "data_offsets cover 4 bytes, shape and dtype need 8"},
-      {safetensors_bytes("{" + ok_meta +
-                             ",\"topk_ids\":{\"dtype\":\"I32\",\"shape\":[-1,1,1],\"data_offsets\":[0,4]}}",
-                         int32_bytes({0})),
+      {safetensors_bytes(
+           "{" + ok_meta +
+               ",\"topk_ids\":{\"dtype\":\"I32\",\"shape\":[-1,1,1],\"data_offsets\":[0,4]}}",
+           int32_bytes({0})),
        "shape: expected a non-negative integer"},
       {safetensors_bytes("{" + ok_meta +
                              ",\"topk_ids\":{\"dtype\":\"I32\",\"shape\":[4294967296,4294967296,4],"
                              "\"data_offsets\":[0,4]}}",
                          int32_bytes({0})),
        "shape too large"},
+      {safetensors_bytes("{" + ok_meta +
+                             ",\"topk_ids\":{\"dtype\":\"I32\",\"shape\":[0,4294967296,1],"
+                             "\"data_offsets\":[0,0]}}",
+                         ""),
+       "expected layers and k in [1, 2^31), got shape [0, 4294967296, 1]"},
       {safetensors_bytes("{" + ok_meta + "," + ok_meta + "," + ok_entry + "}", int32_bytes({0})),
        "duplicate key"},
-      {safetensors_bytes(std::string(100, '[') , ""), "nested too deeply"},
+      {safetensors_bytes(std::string(100, '['), ""), "nested too deeply"},
       {safetensors_bytes("{\"a\x01\":1}", ""), "control character in a string"},
   };
   for (const Case& c : cases) {
     write_bytes(path, c.bytes);
     const std::string msg = error_message([&] { moekit::load_trace(path); });
-    EXPECT_NE(msg.find(c.message), std::string::npos) << "got: " << msg << "\nwanted: " << c.message;
+    EXPECT_NE(msg.find(c.message), std::string::npos)
+        << "got: " << msg << "\nwanted: " << c.message;
     EXPECT_EQ(msg.rfind("moekit: trace file '" + path + "'", 0), 0u) << msg;
   }
   std::remove(path.c_str());
-  EXPECT_NE(error_message([&] { moekit::load_trace(temp_path("does_not_exist")); }).find("cannot open"),
-            std::string::npos);
+  EXPECT_NE(
+      error_message([&] { moekit::load_trace(temp_path("does_not_exist")); }).find("cannot open"),
+      std::string::npos);
 }
 
 }  // namespace

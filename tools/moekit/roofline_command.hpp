@@ -65,31 +65,21 @@ inline int roofline_command(int argc, char** argv) {
   const moekit::Isa isa = moekit::active_isa();
   std::vector<float> sink(static_cast<std::size_t>(n));
 
-  // Compute peaks: best of 3 runs of ~0.3 s each.
+  // Compute peaks: best of 3 runs of ~0.3 s each (0 where the ISA lacks the instruction).
+  using moekit::kernels::PeakLoop;
   const std::int64_t iters = 20'000'000;
-  double fma = 0.0, bf16 = 0.0, int8 = 0.0;
-  for (int rep = 0; rep < 3; ++rep) {
-    const double t = timed_threads(n, [&](int i) {
-      sink[static_cast<std::size_t>(i)] = moekit::kernels::run_fma_loop(isa, iters);
-    });
-    fma = std::max(
-        fma, moekit::kernels::fma_flops_per_iter(isa) * static_cast<double>(iters) * n / t / 1e9);
-    float cs = 0.0f;
-    if (moekit::kernels::run_bf16_loop(isa, 1, &cs)) {
-      const double tb = timed_threads(n, [&](int i) {
-        moekit::kernels::run_bf16_loop(isa, iters, &sink[static_cast<std::size_t>(i)]);
+  const PeakLoop loops[3] = {PeakLoop::fp32_fma, PeakLoop::bf16_dot, PeakLoop::int8_dot};
+  double peak[3] = {0.0, 0.0, 0.0};
+  for (int rep = 0; rep < 3; ++rep)
+    for (int l = 0; l < 3; ++l) {
+      const double ops = moekit::kernels::peak_ops_per_iter(loops[l], isa);
+      if (ops == 0.0) continue;
+      const double t = timed_threads(n, [&](int i) {
+        sink[static_cast<std::size_t>(i)] += moekit::kernels::run_peak_loop(loops[l], isa, iters);
       });
-      bf16 = std::max(
-          bf16, moekit::kernels::bf16_flops_per_iter() * static_cast<double>(iters) * n / tb / 1e9);
+      peak[l] = std::max(peak[l], ops * static_cast<double>(iters) * n / t / 1e9);
     }
-    if (moekit::kernels::run_int8_loop(isa, 1, &cs)) {
-      const double ti = timed_threads(n, [&](int i) {
-        moekit::kernels::run_int8_loop(isa, iters, &sink[static_cast<std::size_t>(i)]);
-      });
-      int8 = std::max(
-          int8, moekit::kernels::int8_ops_per_iter() * static_cast<double>(iters) * n / ti / 1e9);
-    }
-  }
+  const double fma = peak[0], bf16 = peak[1], int8 = peak[2];
   // Read bandwidth: each thread sums its share of a 1 GiB buffer, best of 5.
   const double gbps = measure_read_gbps(n, std::size_t(1) << 30, 5);
   float checksum = 0.0f;

@@ -29,6 +29,7 @@
 #include "../combine/dispatch.hpp"
 #include "../combine/weighted_sum.hpp"
 #include "../core/error.hpp"
+#include "../core/scratch_arena.hpp"
 #include "../core/tensor.hpp"
 #include "../expert/gated_experts.hpp"
 #include "../expert/shared_experts.hpp"
@@ -228,6 +229,11 @@ class MoEBlock {
     grouped_out_.resize(static_cast<std::size_t>(rows * d));
     scratch_.resize(static_cast<std::size_t>(rows * per_row));
 
+    // Kernel scratch (rounded / quantised activation rows, decoded panels) is
+    // leased per task from the block's arena, so its size does not depend on
+    // which thread ran which task (scratch_arena.hpp).
+    arena_.reserve(static_cast<int>(executor.num_threads()));
+
     active_.clear();
     for (Index e = 0; e < E; ++e)
       if (groups_.count(e) > 0) active_.push_back(e);
@@ -269,6 +275,7 @@ class MoEBlock {
         make_tasks(width, target, rows);
         executor.parallel_for(static_cast<Index>(tasks_.size()), [&](Index i) {
           const Task& tk = tasks_[static_cast<std::size_t>(i)];
+          detail::ScratchLease lease(arena_);
           const Index begin = groups_.offsets[static_cast<std::size_t>(tk.expert)],
                       n = groups_.count(tk.expert);
           float* scratch = scratch_.data() + begin * per_row;
@@ -279,6 +286,7 @@ class MoEBlock {
             experts_.forward_output(tk.expert, scratch, n, grouped_out_.data() + begin * d, tk.c0,
                                     tk.c1);
         });
+        arena_.equalize();
       }
     } else {
       // One task per non-empty expert: gather its rows, run it. Tasks write
@@ -286,11 +294,13 @@ class MoEBlock {
       detail::prepare_if_any(experts_);
       executor.parallel_for(n_active, [&](Index i) {
         const Index e = active_[static_cast<std::size_t>(i)];
+        detail::ScratchLease lease(arena_);
         const Index begin = groups_.offsets[static_cast<std::size_t>(e)], n = groups_.count(e);
         gather(e);
         experts_.forward(e, grouped_in_.data() + begin * d, n, grouped_out_.data() + begin * d,
                          scratch_.data() + begin * per_row);
       });
+      arena_.equalize();
     }
     if (shared_) detail::prepare_if_any(shared_->bank());
 
@@ -312,6 +322,7 @@ class MoEBlock {
     shared_scratch_.resize(static_cast<std::size_t>(chunks * kChunk * shared_per_row));
     executor.parallel_for(chunks, [&](Index c) {
       const Index t0 = c * kChunk, t1 = std::min(T, (c + 1) * kChunk);
+      detail::ScratchLease lease(arena_);
       float* xs = shared_scratch_.data() + c * kChunk * shared_per_row;  // [n, d] contiguous x rows
       if (shared_)  // copied before y is written: y may alias x
         for (Index t = t0; t < t1; ++t)
@@ -320,6 +331,7 @@ class MoEBlock {
       if (shared_)
         shared_->add_to(xs, t1 - t0, y.row(t0).data(), y.outerStride(), xs + (t1 - t0) * d);
     });
+    arena_.equalize();
   }
 
   struct Task {
@@ -358,6 +370,7 @@ class MoEBlock {
   std::vector<Task> tasks_;         // (expert, column block) work items of one phase
   std::optional<SharedT> shared_;
   std::vector<float> shared_scratch_;  // per combine chunk: x rows + shared expert scratch
+  detail::ScratchArena arena_;         // kernel scratch, one slot per task running at once
 };
 
 /// The Mixtral / Qwen3-MoE / OLMoE block: softmax top-k router, SwiGLU experts, weighted sum.

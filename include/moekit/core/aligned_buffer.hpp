@@ -57,16 +57,4 @@ class AlignedBuffer {
   std::size_t size_ = 0;
 };
 
-namespace detail {
-/// A per-thread buffer of at least n elements, one per Tag (buffers in use at
-/// the same time need different tags). It grows and never shrinks, so a
-/// thread allocates nothing once it has seen its largest request.
-template <class Tag, class T>
-T* thread_scratch(Index n) {
-  thread_local AlignedBuffer<T> buf;
-  if (buf.size() < static_cast<std::size_t>(n)) buf.resize(static_cast<std::size_t>(n));
-  return buf.data();
-}
-}  // namespace detail
-
 MOEKIT_NAMESPACE_END

@@ -5,9 +5,9 @@
 // `"num_experts": "E"` in `__metadata__`.
 //
 // NOTE: this header carries its own tiny safetensors writer and reader for
-// exactly this format (detail::trace_file, no JSON library needed). The
-// library's general reader (io/safetensors.hpp) was still being written when
-// this was; load_trace can move onto it later without changing its API. The reader accepts any valid
+// exactly this format (detail::trace_file), because the library's general
+// reader (io/safetensors.hpp) needs nlohmann/json and <moekit/moekit.hpp>
+// does not. It is fuzzed on its own (tests/fuzz, fuzz_trace_file). The reader accepts any valid
 // safetensors file that holds such a tensor (other tensors and metadata keys
 // are checked for consistency and ignored). A malformed file throws
 // moekit::Error naming the file and the problem; it never reads outside the
@@ -219,10 +219,14 @@ class JsonParser {
           for (int i = 0; i < 4; ++i) {
             const char h = *p_++;
             cp <<= 4;
-            if (h >= '0' && h <= '9') cp |= static_cast<unsigned>(h - '0');
-            else if (h >= 'a' && h <= 'f') cp |= static_cast<unsigned>(h - 'a' + 10);
-            else if (h >= 'A' && h <= 'F') cp |= static_cast<unsigned>(h - 'A' + 10);
-            else error("bad hex digit in a \\u escape");
+            if (h >= '0' && h <= '9')
+              cp |= static_cast<unsigned>(h - '0');
+            else if (h >= 'a' && h <= 'f')
+              cp |= static_cast<unsigned>(h - 'a' + 10);
+            else if (h >= 'A' && h <= 'F')
+              cp |= static_cast<unsigned>(h - 'A' + 10);
+            else
+              error("bad hex digit in a \\u escape");
           }
           put_utf8(s, cp);
           break;
@@ -257,8 +261,7 @@ inline std::uint64_t dtype_size(const std::string& dtype) noexcept {
   if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
   if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
   if (dtype == "F16" || dtype == "BF16" || dtype == "I16" || dtype == "U16") return 2;
-  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL" || dtype == "F8_E4M3" ||
-      dtype == "F8_E5M2")
+  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL" || dtype == "F8_E4M3" || dtype == "F8_E5M2")
     return 1;
   return 0;
 }
@@ -272,61 +275,64 @@ inline std::uint64_t read_u64_le(const unsigned char* p) noexcept {
 }  // namespace trace_file
 }  // namespace detail
 
-/// Writes `trace` to `path` as a safetensors file: `topk_ids` int32 [T, L, k]
-/// and `__metadata__` {"num_experts": "E"}. Throws moekit::Error if the file
-/// cannot be written.
-inline void save_trace(const std::string& path, const RoutingTrace& trace) {
+/// The bytes of the safetensors file save_trace writes: `topk_ids` int32
+/// [T, L, k] and `__metadata__` {"num_experts": "E"}.
+inline std::vector<unsigned char> trace_to_bytes(const RoutingTrace& trace) {
   const std::uint64_t T = static_cast<std::uint64_t>(trace.num_tokens()),
                       L = static_cast<std::uint64_t>(trace.num_layers()),
                       k = static_cast<std::uint64_t>(trace.top_k());
   const std::uint64_t nbytes = T * L * k * 4;
-  std::string header = detail::concat(
-      "{\"__metadata__\":{\"num_experts\":\"", trace.num_experts(),
-      "\"},\"topk_ids\":{\"dtype\":\"I32\",\"shape\":[", T, ",", L, ",", k,
-      "],\"data_offsets\":[0,", nbytes, "]}}");
+  std::string header = detail::concat("{\"__metadata__\":{\"num_experts\":\"", trace.num_experts(),
+                                      "\"},\"topk_ids\":{\"dtype\":\"I32\",\"shape\":[", T, ",", L,
+                                      ",", k, "],\"data_offsets\":[0,", nbytes, "]}}");
   while (header.size() % 8 != 0) header += ' ';
   std::vector<unsigned char> bytes(8 + header.size() + static_cast<std::size_t>(nbytes));
   const std::uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = static_cast<unsigned char>(n >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    bytes[static_cast<std::size_t>(i)] = static_cast<unsigned char>(n >> (8 * i));
   std::memcpy(bytes.data() + 8, header.data(), header.size());
   unsigned char* data = bytes.data() + 8 + header.size();
   for (std::size_t i = 0; i < trace.data().size(); ++i) {
     const auto u = static_cast<std::uint32_t>(trace.data()[i]);
-    for (int b = 0; b < 4; ++b) data[4 * i + static_cast<std::size_t>(b)] = static_cast<unsigned char>(u >> (8 * b));
+    for (int b = 0; b < 4; ++b)
+      data[4 * i + static_cast<std::size_t>(b)] = static_cast<unsigned char>(u >> (8 * b));
   }
+  return bytes;
+}
+
+/// Writes `trace` to `path` as a safetensors file (trace_to_bytes). Throws
+/// moekit::Error if the file cannot be written.
+inline void save_trace(const std::string& path, const RoutingTrace& trace) {
+  const std::vector<unsigned char> bytes = trace_to_bytes(trace);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) detail::fail("trace file '", path, "': cannot open for writing");
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   out.close();
   if (!out) detail::fail("trace file '", path, "': write failed");
 }
 
-/// Reads a trace written by save_trace (or any safetensors file with an int32
-/// [T, L, k] tensor `topk_ids` and metadata "num_experts"). Throws
-/// moekit::Error naming the file and the problem for every malformed input.
-inline RoutingTrace load_trace(const std::string& path) {
+/// Parses the bytes of a trace file (what trace_to_bytes gives, or any
+/// safetensors image with an int32 [T, L, k] tensor `topk_ids` and metadata
+/// "num_experts"); `origin` names them in messages. Throws moekit::Error naming
+/// the origin and the problem for every malformed input; never reads outside
+/// [data, data + size).
+inline RoutingTrace load_trace_from_memory(const void* data_in, std::size_t size,
+                                           const std::string& origin = "<memory>") {
   using detail::trace_file::JsonValue;
-  const std::string where = "trace file '" + path + "'";
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) detail::fail(where, ": cannot open");
-  const std::streamoff size = in.tellg();
-  if (size < 8) detail::fail(where, ": expected at least 8 bytes, got ", static_cast<long long>(size));
-  std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
-  in.seekg(0);
-  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
-  if (!in) detail::fail(where, ": read failed");
-
-  const std::uint64_t n = detail::trace_file::read_u64_le(bytes.data());
+  const std::string where = "trace file '" + origin + "'";
+  if (size < 8) detail::fail(where, ": expected at least 8 bytes, got ", size);
+  const auto* bytes = static_cast<const unsigned char*>(data_in);
+  const std::uint64_t n = detail::trace_file::read_u64_le(bytes);
   const auto avail = static_cast<std::uint64_t>(size) - 8;
   if (n > avail || n > detail::trace_file::kMaxHeaderBytes)
     detail::fail(where, ": header length ", n, " exceeds the file (", avail,
                  " bytes after the length) or the 100 MB limit");
-  const char* hbegin = reinterpret_cast<const char*>(bytes.data() + 8);
-  const JsonValue root =
-      detail::trace_file::JsonParser(hbegin, hbegin + n, where).parse_document();
+  const char* hbegin = reinterpret_cast<const char*>(bytes + 8);
+  const JsonValue root = detail::trace_file::JsonParser(hbegin, hbegin + n, where).parse_document();
   if (root.kind != JsonValue::Kind::object) detail::fail(where, ": header is not a JSON object");
   const std::uint64_t data_size = avail - n;
-  const unsigned char* data = bytes.data() + 8 + n;
+  const unsigned char* data = bytes + 8 + n;
 
   // Every tensor entry must be well-formed and inside the data section.
   const JsonValue* ids_entry = nullptr;
@@ -389,8 +395,10 @@ inline RoutingTrace load_trace(const std::string& path) {
   const std::uint64_t E = detail::trace_file::to_u64(ne_number, where, "num_experts");
   if (E < 1 || E > static_cast<std::uint64_t>(INT32_MAX))
     detail::fail(where, ": num_experts: expected an integer in [1, 2^31), got ", ne->text);
-  if (ids_shape[1] < 1 || ids_shape[2] < 1)
-    detail::fail(where, ": tensor 'topk_ids': expected layers >= 1 and k >= 1, got shape [",
+  // With tokens = 0 the data bound nothing: layers and k are bounded here so
+  // that index arithmetic on the trace cannot overflow.
+  if (ids_shape[1] < 1 || ids_shape[2] < 1 || ids_shape[1] > INT32_MAX || ids_shape[2] > INT32_MAX)
+    detail::fail(where, ": tensor 'topk_ids': expected layers and k in [1, 2^31), got shape [",
                  ids_shape[0], ", ", ids_shape[1], ", ", ids_shape[2], "]");
 
   const std::size_t count = static_cast<std::size_t>(ids_shape[0] * ids_shape[1] * ids_shape[2]);
@@ -410,6 +418,22 @@ inline RoutingTrace load_trace(const std::string& path) {
   } catch (const Error& e) {
     detail::fail(where, ": ", e.what() + 8);  // drop the inner "moekit: "
   }
+}
+
+/// Reads a trace written by save_trace (or any safetensors file with an int32
+/// [T, L, k] tensor `topk_ids` and metadata "num_experts"). Throws
+/// moekit::Error naming the file and the problem for every malformed input.
+inline RoutingTrace load_trace(const std::string& path) {
+  const std::string where = "trace file '" + path + "'";
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) detail::fail(where, ": cannot open");
+  const std::streamoff size = in.tellg();
+  if (size < 0) detail::fail(where, ": cannot read its size");
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
+  in.seekg(0);
+  if (size > 0) in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  if (!in) detail::fail(where, ": read failed");
+  return load_trace_from_memory(bytes.data(), bytes.size(), path);
 }
 
 MOEKIT_NAMESPACE_END

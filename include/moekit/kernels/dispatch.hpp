@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "../core/aligned_buffer.hpp"
+#include "../core/scratch_arena.hpp"
 #include "../core/error.hpp"
 #include "avx2/gemm_f32.hpp"
 #include "avx512/gemm_bf16_dot.hpp"

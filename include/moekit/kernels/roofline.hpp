@@ -119,53 +119,40 @@ inline float read_sum(Isa isa, const float* p, std::size_t n) {
   return s0 + s1 + s2 + s3;
 }
 
-/// FLOPs of one call of the FP32 FMA loop per iteration (0 if no SIMD FMA).
-inline double fma_flops_per_iter(Isa isa) noexcept {
-  if (isa == Isa::avx512 || isa == Isa::avx512_bf16) return 24.0 * 16 * 2;
-  if (isa == Isa::avx2) return 12.0 * 8 * 2;
+/// The compute-peak loops: 24 independent accumulators, no loads.
+enum class PeakLoop {
+  fp32_fma,  ///< FMA: 2 flops per f32 lane (AVX2, AVX-512)
+  bf16_dot,  ///< vdpbf16ps: 4 flops per f32 lane (AVX-512 BF16)
+  int8_dot,  ///< vpdpbusd: 8 integer ops per i32 lane (AVX-512 VNNI)
+};
+
+/// Operations (FLOPs, or integer ops for int8_dot) of one iteration of a
+/// peak loop on `isa`; 0 where the ISA lacks its instruction.
+inline double peak_ops_per_iter(PeakLoop loop, Isa isa) noexcept {
+  const bool avx512 = isa == Isa::avx512 || isa == Isa::avx512_bf16;
+  switch (loop) {
+    case PeakLoop::fp32_fma: return avx512 ? 24.0 * 16 * 2 : isa == Isa::avx2 ? 12.0 * 8 * 2 : 0.0;
+    case PeakLoop::bf16_dot: return isa == Isa::avx512_bf16 ? 24.0 * 16 * 4 : 0.0;
+    case PeakLoop::int8_dot: return isa == Isa::avx512_bf16 ? 24.0 * 16 * 8 : 0.0;
+  }
   return 0.0;
 }
 
-/// Runs the FP32 FMA loop for `iters` iterations on the calling thread; returns a checksum.
-inline float run_fma_loop(Isa isa, std::int64_t iters) {
+/// Runs a peak loop for `iters` iterations on the calling thread; returns a
+/// checksum (keeps the work alive), 0 where peak_ops_per_iter is 0.
+inline float run_peak_loop(PeakLoop loop, Isa isa, std::int64_t iters) {
 #ifdef MOEKIT_HAVE_X86_KERNELS
-  if (isa == Isa::avx512 || isa == Isa::avx512_bf16) return detail::fma_loop_avx512(iters);
-  if (isa == Isa::avx2) return detail::fma_loop_avx2(iters);
+  if (peak_ops_per_iter(loop, isa) > 0) {
+    if (loop == PeakLoop::bf16_dot) return detail::bf16_dot_loop(iters);
+    if (loop == PeakLoop::int8_dot) return detail::int8_dot_loop(iters);
+    return isa == Isa::avx2 ? detail::fma_loop_avx2(iters) : detail::fma_loop_avx512(iters);
+  }
 #endif
+  (void)loop;
   (void)isa;
   (void)iters;
   return 0.0f;
 }
-
-/// Runs the BF16 dot loop (vdpbf16ps: 2 multiply-adds per f32 lane) when the ISA has it.
-inline bool run_bf16_loop(Isa isa, std::int64_t iters, float* checksum) {
-#ifdef MOEKIT_HAVE_X86_KERNELS
-  if (isa == Isa::avx512_bf16) {
-    *checksum = detail::bf16_dot_loop(iters);
-    return true;
-  }
-#endif
-  (void)isa;
-  (void)iters;
-  (void)checksum;
-  return false;
-}
-inline double bf16_flops_per_iter() noexcept { return 24.0 * 16 * 4; }
-
-/// Runs the INT8 dot loop (vpdpbusd: 4 multiply-adds per i32 lane) when the ISA has VNNI.
-inline bool run_int8_loop(Isa isa, std::int64_t iters, float* checksum) {
-#ifdef MOEKIT_HAVE_X86_KERNELS
-  if (isa == Isa::avx512_bf16) {
-    *checksum = detail::int8_dot_loop(iters);
-    return true;
-  }
-#endif
-  (void)isa;
-  (void)iters;
-  (void)checksum;
-  return false;
-}
-inline double int8_ops_per_iter() noexcept { return 24.0 * 16 * 8; }
 
 }  // namespace kernels
 MOEKIT_NAMESPACE_END

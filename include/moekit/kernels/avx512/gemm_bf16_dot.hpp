@@ -22,7 +22,7 @@
 #ifdef MOEKIT_HAVE_X86_KERNELS
 #include <cstdint>
 
-#include "../../core/aligned_buffer.hpp"
+#include "../../core/scratch_arena.hpp"
 #include "../packing.hpp"
 #include "../quantized.hpp"
 #include "gemm_f32.hpp"
@@ -308,41 +308,22 @@ MOEKIT_TARGET_AVX512_BF16 inline void decode_panels(const QuantPairBank<Bits, W>
   }
 }
 
-// NOTE: decoding int8 costs about as many instructions as the products of a
-// few rows, so with more rows than one tile holds a call decodes each panel
-// (gate + up) or pair of panels (down, whose tiles span two) once into a
-// per-thread buffer and runs every row tile over it; with fewer it decodes
-// in registers. The decoded values are the same, so are the results.
-template <int Bits>
-MOEKIT_TARGET_AVX512_BF16 inline void gate_up_decoded(const PairRows& A, Index m,
-                                                      const QuantPairBank<Bits, 2 * kPanel>& bank,
-                                                      Index c0, Index c1, float* G, float* U,
-                                                      Index ldo) {
-  bf16* buf = moekit::detail::thread_scratch<DecodedPanelsTag, bf16>(A.K2 * 4 * kPanel);
-  for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    decode_panels(bank, p, 1, buf);
-    const Index e = (p + 1) * kPanel < c1 ? (p + 1) * kPanel : c1;
-    const std::uint8_t* ahead = e < c1 ? bank(p + 1).codes : nullptr;
-    avx512::gate_up_panels<DotTiles>(
-        A, m, DecodedBank<2 * kPanel, Bits>{buf, bank.scales, ahead, bank.K, p}, p * kPanel, e, G,
-        U, ldo);
+// The decoder policy of avx512::gate_up_panels_decoded: codes to bf16 pairs.
+struct PairDecoder {
+  static bf16* scratch(Index K) {
+    return moekit::detail::thread_scratch<DecodedPanelsTag, bf16>((K + 1) / 2 * 4 * kPanel);
   }
-}
-template <int Bits>
-MOEKIT_TARGET_AVX512_BF16 inline void matmul_decoded(const PairRows& A, Index m,
-                                                     const QuantPairBank<Bits, kPanel>& bank,
-                                                     Index c0, Index c1, float* Y, Index ldy) {
-  bf16* buf = moekit::detail::thread_scratch<DecodedPanelsTag, bf16>(A.K2 * 4 * kPanel);
-  for (Index p = c0 / kPanel; p * kPanel < c1; p += 2) {
-    const Index n = (p + 1) * kPanel < c1 ? 2 : 1;
-    decode_panels(bank, p, n, buf);
-    const Index e = (p + n) * kPanel < c1 ? (p + n) * kPanel : c1;
-    // The next pair of panels, where both exist (else the hardware prefetcher's).
-    const std::uint8_t* ahead = (p + 3) * kPanel < c1 ? bank(p + 2).codes : nullptr;
-    avx512::matmul_panels<DotTiles>(
-        A, m, DecodedBank<kPanel, Bits>{buf, bank.scales, ahead, bank.K, p}, p * kPanel, e, Y, ldy);
+  template <int Bits, Index W>
+  MOEKIT_TARGET_AVX512_BF16 static void decode(const QuantPairBank<Bits, W>& bank, Index p, Index n,
+                                               bf16* out) {
+    decode_panels(bank, p, n, out);
   }
-}
+  template <int Bits, Index W>
+  static DecodedBank<W, Bits> view(const QuantPairBank<Bits, W>& bank, const bf16* buf,
+                                   const std::uint8_t* ahead, Index p) {
+    return {buf, bank.scales, ahead, bank.K, p};
+  }
+};
 
 // Rounds the call's rows to bf16 k-pairs in the per-thread buffer.
 MOEKIT_TARGET_AVX512_BF16 inline PairRows pair_rows(const float* A, Index lda, Index m, Index K) {
@@ -357,8 +338,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up(const float* A, Index lda, Index m
                                               const bf16* packed, Index f, Index c0, Index c1,
                                               float* G, float* U, Index ldo) {
   (void)f;
-  avx512::gate_up_panels<DotTiles>(
-      pair_rows(A, lda, m, K), m, Bf16PairBank<2 * kPanel>{packed, K}, c0, c1, G, U, ldo);
+  avx512::gate_up_panels<DotTiles>(pair_rows(A, lda, m, K), m, Bf16PairBank<2 * kPanel>{packed, K},
+                                   c0, c1, G, U, ldo);
 }
 
 /// Output columns [c0, c1) of Y = A·Wᵀ from k-pair bf16 panels.
@@ -366,8 +347,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul(const float* A, Index lda, Index m,
                                              const bf16* packed, Index N, Index c0, Index c1,
                                              float* Y, Index ldy) {
   (void)N;
-  avx512::matmul_panels<DotTiles>(pair_rows(A, lda, m, K), m,
-                                  Bf16PairBank<kPanel>{packed, K}, c0, c1, Y, ldy);
+  avx512::matmul_panels<DotTiles>(pair_rows(A, lda, m, K), m, Bf16PairBank<kPanel>{packed, K}, c0,
+                                  c1, Y, ldy);
 }
 
 /// int8 (Bits = 8) / int4 (Bits = 4) weights (quantized.hpp) times
@@ -382,7 +363,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up_quant(const float* A, Index lda, I
   (void)f;
   const PairRows rows = pair_rows(A, lda, m, K);
   const QuantPairBank<Bits, 2 * kPanel> bank{codes, scales, K};
-  if (m > avx512::kRows) return gate_up_decoded(rows, m, bank, c0, c1, G, U, ldo);
+  if (m > avx512::kRows)
+    return avx512::gate_up_panels_decoded<DotTiles, PairDecoder>(rows, m, bank, c0, c1, G, U, ldo);
   avx512::gate_up_panels<DotTiles>(rows, m, bank, c0, c1, G, U, ldo);
 }
 template <int Bits>
@@ -393,7 +375,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul_quant(const float* A, Index lda, In
   (void)N;
   const PairRows rows = pair_rows(A, lda, m, K);
   const QuantPairBank<Bits, kPanel> bank{codes, scales, K};
-  if (m > avx512::kRows) return matmul_decoded(rows, m, bank, c0, c1, Y, ldy);
+  if (m > avx512::kRows)
+    return avx512::matmul_panels_decoded<DotTiles, PairDecoder>(rows, m, bank, c0, c1, Y, ldy);
   avx512::matmul_panels<DotTiles>(rows, m, bank, c0, c1, Y, ldy);
 }
 

@@ -391,6 +391,40 @@ MOEKIT_TARGET_AVX512 inline void matmul_panels(const Rows& A, Index m, const Ban
     });
 }
 
+// NOTE: decoding quantised codes costs about as many instructions as the
+// products of a few rows, so with more rows than one tile holds the bf16-dot
+// and VNNI kernels decode each panel (gate + up) or pair of panels (down,
+// whose tiles span two) once into a per-call buffer and run every row tile
+// over it. Decoder is their policy: scratch(K) gives the buffer,
+// decode(bank, p, n, buf) fills it with panels [p, p + n), view(bank, buf,
+// ahead, p) reads it as a bank whose tiles prefetch `ahead` (the next codes to
+// decode). The decoded values are those the register path uses, so are the results.
+template <class Tiles, class Decoder, class Rows, class Bank>
+MOEKIT_TARGET_AVX512 inline void gate_up_panels_decoded(const Rows& A, Index m, const Bank& bank,
+                                                        Index c0, Index c1, float* G, float* U,
+                                                        Index ldo) {
+  auto* buf = Decoder::scratch(bank.K);
+  for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
+    Decoder::decode(bank, p, 1, buf);
+    const Index e = (p + 1) * kPanel < c1 ? (p + 1) * kPanel : c1;
+    const std::uint8_t* ahead = e < c1 ? bank(p + 1).codes : nullptr;
+    gate_up_panels<Tiles>(A, m, Decoder::view(bank, buf, ahead, p), p * kPanel, e, G, U, ldo);
+  }
+}
+template <class Tiles, class Decoder, class Rows, class Bank>
+MOEKIT_TARGET_AVX512 inline void matmul_panels_decoded(const Rows& A, Index m, const Bank& bank,
+                                                       Index c0, Index c1, float* Y, Index ldy) {
+  auto* buf = Decoder::scratch(bank.K);
+  for (Index p = c0 / kPanel; p * kPanel < c1; p += 2) {
+    const Index n = (p + 1) * kPanel < c1 ? 2 : 1;
+    Decoder::decode(bank, p, n, buf);
+    const Index e = (p + n) * kPanel < c1 ? (p + n) * kPanel : c1;
+    // The next pair of panels, where both exist (else the hardware prefetcher's).
+    const std::uint8_t* ahead = (p + 3) * kPanel < c1 ? bank(p + 2).codes : nullptr;
+    matmul_panels<Tiles>(A, m, Decoder::view(bank, buf, ahead, p), p * kPanel, e, Y, ldy);
+  }
+}
+
 template <class T = float>
 MOEKIT_TARGET_AVX512 inline void gate_up(const float* A, Index lda, Index m, Index K,
                                          const T* packed, Index f, Index c0, Index c1, float* G,

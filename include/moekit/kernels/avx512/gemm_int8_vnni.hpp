@@ -28,7 +28,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "../../core/aligned_buffer.hpp"
+#include "../../core/scratch_arena.hpp"
 #include "../packing.hpp"
 #include "../quantized.hpp"
 #include "gemm_f32.hpp"
@@ -369,44 +369,26 @@ struct VnniTiles {
 
 struct DecodedQuadsTag;
 
-// NOTE: interleaving k-pairs into quads costs a permute (and a bias or nibble
-// mask) per 16 columns, and with 24 accumulators live the registers run out
-// for the permute tables; so with more rows than one tile holds a call decodes
-// each panel (gate + up) or pair of panels (down, whose tiles span two) once
-// into a per-thread buffer and runs every row tile over plain loads. The
-// decoded values are the same, so are the results.
-template <int Bits>
-MOEKIT_TARGET_AVX512_BF16 inline void gate_up_decoded(const QuadRows& A, Index m,
-                                                      const QuadBank<Bits, 2 * kPanel>& bank,
-                                                      Index c0, Index c1, float* G, float* U,
-                                                      Index ldo) {
-  std::uint8_t* buf =
-      moekit::detail::thread_scratch<DecodedQuadsTag, std::uint8_t>(A.K4 * 4 * 2 * kPanel);
-  for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
-    decode_panels(bank, p, 1, buf);
-    const Index e = (p + 1) * kPanel < c1 ? (p + 1) * kPanel : c1;
-    const std::uint8_t* ahead = e < c1 ? bank(p + 1).codes : nullptr;
-    avx512::gate_up_panels<VnniTiles>(
-        A, m, DecodedQuadBank<Bits, 2 * kPanel>{buf, bank.scales, ahead, bank.K, p}, p * kPanel, e,
-        G, U, ldo);
+// The decoder policy of avx512::gate_up_panels_decoded: k-pair codes to
+// offset quads. Interleaving costs a permute (and a bias or nibble mask) per
+// 16 columns, and with 24 accumulators live the registers run out for the
+// permute tables, so prefill decodes each panel once.
+struct QuadDecoder {
+  static std::uint8_t* scratch(Index K) {
+    return moekit::detail::thread_scratch<DecodedQuadsTag, std::uint8_t>((K + 3) / 4 * 4 * 2 *
+                                                                         kPanel);
   }
-}
-template <int Bits>
-MOEKIT_TARGET_AVX512_BF16 inline void matmul_decoded(const QuadRows& A, Index m,
-                                                     const QuadBank<Bits, kPanel>& bank, Index c0,
-                                                     Index c1, float* Y, Index ldy) {
-  std::uint8_t* buf =
-      moekit::detail::thread_scratch<DecodedQuadsTag, std::uint8_t>(A.K4 * 4 * 2 * kPanel);
-  for (Index p = c0 / kPanel; p * kPanel < c1; p += 2) {
-    const Index n = (p + 1) * kPanel < c1 ? 2 : 1;
-    decode_panels(bank, p, n, buf);
-    const Index e = (p + n) * kPanel < c1 ? (p + n) * kPanel : c1;
-    const std::uint8_t* ahead = (p + 3) * kPanel < c1 ? bank(p + 2).codes : nullptr;
-    avx512::matmul_panels<VnniTiles>(
-        A, m, DecodedQuadBank<Bits, kPanel>{buf, bank.scales, ahead, bank.K, p}, p * kPanel, e, Y,
-        ldy);
+  template <int Bits, Index W>
+  MOEKIT_TARGET_AVX512_BF16 static void decode(const QuadBank<Bits, W>& bank, Index p, Index n,
+                                               std::uint8_t* out) {
+    decode_panels(bank, p, n, out);
   }
-}
+  template <int Bits, Index W>
+  static DecodedQuadBank<Bits, W> view(const QuadBank<Bits, W>& bank, const std::uint8_t* buf,
+                                       const std::uint8_t* ahead, Index p) {
+    return {buf, bank.scales, ahead, bank.K, p};
+  }
+};
 
 /// int8 (Bits = 8) / int4 (Bits = 4) weights (quantized.hpp) times int8
 /// activations quantised per group: hidden columns [c0, c1) of G = A·W_gateᵀ,
@@ -419,7 +401,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up_quant(const float* A, Index lda, I
   (void)f;
   const QuadRows rows = quad_rows(A, lda, m, K, Bits == 8 ? 128 : 8);
   const QuadBank<Bits, 2 * kPanel> bank{codes, scales, K};
-  if (m > avx512::kRows) return gate_up_decoded(rows, m, bank, c0, c1, G, U, ldo);
+  if (m > avx512::kRows)
+    return avx512::gate_up_panels_decoded<VnniTiles, QuadDecoder>(rows, m, bank, c0, c1, G, U, ldo);
   avx512::gate_up_panels<VnniTiles>(rows, m, bank, c0, c1, G, U, ldo);
 }
 /// The same for output columns [c0, c1) of Y = A·Wᵀ.
@@ -431,7 +414,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul_quant(const float* A, Index lda, In
   (void)N;
   const QuadRows rows = quad_rows(A, lda, m, K, Bits == 8 ? 128 : 8);
   const QuadBank<Bits, kPanel> bank{codes, scales, K};
-  if (m > avx512::kRows) return matmul_decoded(rows, m, bank, c0, c1, Y, ldy);
+  if (m > avx512::kRows)
+    return avx512::matmul_panels_decoded<VnniTiles, QuadDecoder>(rows, m, bank, c0, c1, Y, ldy);
   avx512::matmul_panels<VnniTiles>(rows, m, bank, c0, c1, Y, ldy);
 }
 
