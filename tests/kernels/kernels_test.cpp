@@ -210,6 +210,54 @@ TEST_P(PerIsa, BlockMatchesReferenceAndIsThreadInvariant) {
   }
 }
 
+// Shared experts run in the block's expert phases, split over columns on
+// every thread (one task per chunk of tokens before): against the reference,
+// bit-identical for any thread count, a token's output independent of the
+// batch, and y aliasing x. A shared FFN width other than the routed one, one
+// or two shared experts, with and without the sigmoid gate, f32 / bf16 / int8.
+TEST_P(PerIsa, BlockWithSharedExperts) {
+  struct Case {
+    Index T, S, fs;
+    bool gated;
+    moekit::Dtype dtype;
+  };
+  const Index E = 8, d = 33, f = 20;
+  for (const Case c :
+       {Case{1, 1, 40, false, moekit::Dtype::f32}, Case{7, 2, 17, true, moekit::Dtype::f32},
+        Case{70, 1, 48, true, moekit::Dtype::f32}, Case{1, 2, 33, true, moekit::Dtype::bf16},
+        Case{40, 1, 64, false, moekit::Dtype::bf16}, Case{9, 1, 40, true, moekit::Dtype::i8}}) {
+    SCOPED_TRACE(testing::Message() << "T " << c.T << " S " << c.S << " fs " << c.fs << " "
+                                    << moekit::dtype_name(c.dtype));
+    moekit::SwiGluMoEBlock block =
+        moekit_test::random_block(E, d, f, 2, static_cast<std::uint32_t>(c.T + c.fs));
+    moekit::SwiGluExperts bank(c.S, random_matrix(c.S * c.fs, d, 11, 0.3f),
+                               random_matrix(c.S * c.fs, d, 12, 0.3f),
+                               random_matrix(c.S * d, c.fs, 13, 0.3f));
+    bank.set_weight_dtype(c.dtype).set_bf16_math(moekit::Bf16Math::widen);
+    block.experts().set_weight_dtype(c.dtype).set_bf16_math(moekit::Bf16Math::widen);
+    block.set_shared_experts(moekit::SharedExperts<>(
+        std::move(bank),
+        c.gated ? moekit::Vector(random_matrix(1, d, 14).row(0).transpose()) : moekit::Vector()));
+    const Matrix x = random_matrix(c.T, d, 3);
+    const Matrix y = block.forward(x);
+    const Matrix ref = moekit::reference::forward(block, x);
+    EXPECT_LE(moekit_test::max_abs_diff(y, ref),
+              moekit_test::kBlockTolerance * moekit_test::scale_of(ref));
+    for (int threads : {2, 3, 5}) {
+      moekit::ThreadPoolExecutor pool(threads);
+      Matrix y2(c.T, d);
+      block.forward(x, y2, pool);
+      EXPECT_TRUE(moekit_test::bit_identical(y, y2)) << threads << " threads";
+    }
+    const Matrix y_first = block.forward(x.topRows(1));
+    EXPECT_TRUE(moekit_test::bit_identical(y_first, y.topRows(1)));
+    Matrix xy = x;  // y aliases x
+    moekit::ThreadPoolExecutor pool(2);
+    block.forward(xy, xy, pool);
+    EXPECT_TRUE(moekit_test::bit_identical(xy, y));
+  }
+}
+
 TEST_P(PerIsa, AllTokensOnOneExpertAndEmptyExperts) {
   const Index E = 8, d = 37, f = 45, T = 90;
   moekit::SwiGluMoEBlock block = moekit_test::random_block(E, d, f, 1, 5);

@@ -14,7 +14,9 @@
 //   Combine: combine_rows(plan, groups, const float* grouped_out, d, MatrixOut&, t0, t1),
 //            optionally scales_input() (weights applied to the expert inputs)
 //   Shared:  add_to(const float* x [n, d], n, float* y, y_stride, float* scratch),
-//            scratch_per_row(), hidden_size()
+//            scratch_per_row(), hidden_size(); optionally bank() and add_gated()
+//            (SharedExperts), which lets the block run the bank in its expert
+//            phases, split over columns like the routed experts
 //
 // A block keeps its buffers between calls (no reallocation once the batch
 // size has been seen), so one block must not run two forwards at once.
@@ -76,6 +78,17 @@ struct splits_columns : std::false_type {};
 template <class X>
 struct splits_columns<X, std::void_t<decltype(std::declval<const X&>().hidden_width()),
                                      decltype(std::declval<X&>().prepare())>> : std::true_type {};
+
+// Shared experts whose bank splits columns and that take outputs computed
+// elsewhere (SharedExperts::add_gated): the block runs them in its expert
+// phases, over all T rows, on every thread.
+template <class S, class = void>
+struct shared_splits : std::false_type {};
+template <class S>
+struct shared_splits<S, std::void_t<decltype(std::declval<S&>().bank()),
+                                    decltype(std::declval<const S&>().add_gated(
+                                        nullptr, Index(), nullptr, nullptr, Index()))>>
+    : splits_columns<std::decay_t<decltype(std::declval<S&>().bank())>> {};
 
 template <class X, class = void>
 struct has_prepare : std::false_type {};
@@ -256,26 +269,63 @@ class MoEBlock {
       }
     };
 
+    bool shared_done = false;  // shared expert outputs already in shared_out_
     if constexpr (detail::splits_columns<ExpertsT>::value) {
       // NOTE: work is split over (expert, column block) so that one hot expert
       // or a decode step with few experts still uses every thread. Phase 1
       // computes hidden columns, phase 2 output columns; each output element is
       // produced by exactly one task with a fixed summation order, so the bytes
-      // do not depend on the split or the thread count.
+      // do not depend on the split or the thread count. Shared experts join
+      // the same phases over all T rows (run per combine chunk instead, a
+      // decode step would stream their weights on one thread, and prefill
+      // would stream them once per chunk).
       experts_.prepare();
-      executor.parallel_for(n_active,
-                            [&](Index i) { gather(active_[static_cast<std::size_t>(i)]); });
+      Index S = 0, fs = 0, shared_per_row = 0;
+      if constexpr (detail::shared_splits<SharedT>::value) {
+        if (shared_) {
+          auto& bank = shared_->bank();
+          bank.prepare();
+          S = bank.num_experts();
+          fs = bank.hidden_width();
+          shared_per_row = bank.scratch_per_row();
+          shared_in_.resize(static_cast<std::size_t>(T * d));
+          shared_hidden_.resize(static_cast<std::size_t>(S * T * shared_per_row));
+          shared_out_.resize(static_cast<std::size_t>(S * T * d));
+          shared_done = true;
+        }
+      }
+      // Gather each expert's rows; copy x for the shared experts (y may alias x).
+      constexpr Index kCopyRows = 64;
+      const Index copies = S > 0 ? (T + kCopyRows - 1) / kCopyRows : 0;
+      executor.parallel_for(n_active + copies, [&](Index i) {
+        if (i < n_active) return gather(active_[static_cast<std::size_t>(i)]);
+        const Index t0 = (i - n_active) * kCopyRows, t1 = std::min(T, t0 + kCopyRows);
+        for (Index t = t0; t < t1; ++t)
+          std::copy(x.row(t).data(), x.row(t).data() + d, shared_in_.data() + t * d);
+      });
       const Index f = experts_.hidden_width();
       // About 12 tasks per thread: with few active experts (mixtral-s: 8) and
       // unequal row counts, fewer, larger tasks left one thread idle at the end
       // of each phase (12 instead of 4: mixtral-s T = 512 about 5 % faster).
       const Index target = 12 * std::max<Index>(1, static_cast<Index>(executor.num_threads()));
       for (int phase = 0; phase < 2; ++phase) {
-        const Index width = phase == 0 ? f : d;
-        make_tasks(width, target, rows);
+        make_tasks(phase == 0 ? f : d, phase == 0 ? fs : d, S, T, target);
         executor.parallel_for(static_cast<Index>(tasks_.size()), [&](Index i) {
           const Task& tk = tasks_[static_cast<std::size_t>(i)];
           detail::ScratchLease lease(arena_);
+          if (tk.expert >= E) {  // shared expert s, rows [r0, r1)
+            if constexpr (detail::shared_splits<SharedT>::value) {
+              const Index s = tk.expert - E, n = tk.r1 - tk.r0;
+              float* hidden = shared_hidden_.data() + (s * T + tk.r0) * shared_per_row;
+              if (phase == 0)
+                shared_->bank().forward_hidden(s, shared_in_.data() + tk.r0 * d, n, hidden, tk.c0,
+                                               tk.c1);
+              else
+                shared_->bank().forward_output(
+                    s, hidden, n, shared_out_.data() + (s * T + tk.r0) * d, tk.c0, tk.c1);
+            }
+            return;
+          }
           const Index begin = groups_.offsets[static_cast<std::size_t>(tk.expert)],
                       n = groups_.count(tk.expert);
           float* scratch = scratch_.data() + begin * per_row;
@@ -315,44 +365,72 @@ class MoEBlock {
     }
 
     // Combine in token chunks (fixed order inside each token), then the shared
-    // experts on the same chunk of rows.
+    // experts on the same chunk of rows: their outputs summed from the phases,
+    // or (a bank that does not split columns) run here.
     constexpr Index kChunk = 32;
     const Index chunks = (T + kChunk - 1) / kChunk;
-    const Index shared_per_row = shared_ ? d + shared_->scratch_per_row() : 0;
-    shared_scratch_.resize(static_cast<std::size_t>(chunks * kChunk * shared_per_row));
+    const Index chunk_floats = !shared_      ? 0
+                               : shared_done ? d
+                                             : d + shared_->scratch_per_row();  // per row
+    shared_scratch_.resize(static_cast<std::size_t>(chunks * kChunk * chunk_floats));
     executor.parallel_for(chunks, [&](Index c) {
-      const Index t0 = c * kChunk, t1 = std::min(T, (c + 1) * kChunk);
+      const Index t0 = c * kChunk, t1 = std::min(T, (c + 1) * kChunk), n = t1 - t0;
       detail::ScratchLease lease(arena_);
-      float* xs = shared_scratch_.data() + c * kChunk * shared_per_row;  // [n, d] contiguous x rows
-      if (shared_)  // copied before y is written: y may alias x
+      float* xs = shared_scratch_.data() + c * kChunk * chunk_floats;
+      if (shared_ && !shared_done)  // x rows copied before y is written: y may alias x
         for (Index t = t0; t < t1; ++t)
           std::copy(x.row(t).data(), x.row(t).data() + d, xs + (t - t0) * d);
       combine_.combine_rows(plan, groups_, grouped_out_.data(), d, y, t0, t1);
-      if (shared_)
-        shared_->add_to(xs, t1 - t0, y.row(t0).data(), y.outerStride(), xs + (t1 - t0) * d);
+      if (!shared_) return;
+      if (!shared_done) {
+        shared_->add_to(xs, n, y.row(t0).data(), y.outerStride(), xs + n * d);
+        return;
+      }
+      if constexpr (detail::shared_splits<SharedT>::value) {
+        float* sum = xs;  // [n, d] = Σ_s shared_s(x), from 0 in id order (as add_to)
+        std::fill(sum, sum + n * d, 0.0f);
+        for (Index s = 0; s < shared_->bank().num_experts(); ++s) {
+          const float* out = shared_out_.data() + (s * T + t0) * d;
+          for (Index i = 0; i < n * d; ++i) sum[i] += out[i];
+        }
+        shared_->add_gated(shared_in_.data() + t0 * d, n, sum, y.row(t0).data(), y.outerStride());
+      }
     });
     arena_.equalize();
   }
 
   struct Task {
-    Index expert, c0, c1;
+    Index expert;  // a routed expert's id, or E + s for shared expert s
+    Index r0, r1;  // rows of a shared expert's task (a routed one takes all its rows)
+    Index c0, c1;  // columns
   };
 
-  // Splits `width` columns of every active expert into blocks of whole
-  // 16-column panels, more blocks for experts with more rows, about `target`
-  // tasks in all. Depends only on the plan and the thread count's target,
-  // never on timing.
-  void make_tasks(Index width, Index target, Index total_rows) {
+  // Shared experts run over row blocks of at most this many tokens, so a row
+  // block's activations stay in L2 while its weights stream.
+  static constexpr Index kSharedRows = 64;
+
+  // Splits the `width` columns of every active expert, and the
+  // `shared_width` columns of each row block of each of S shared experts,
+  // into blocks of whole 16-column panels, each in proportion to its work
+  // (rows x columns), about `target` tasks in all; shared experts first (the
+  // largest tasks start early). Depends only on the plan and the thread
+  // count's target, never on timing.
+  void make_tasks(Index width, Index shared_width, Index S, Index T, Index target) {
     tasks_.clear();
-    const Index panels = (width + 15) / 16;
-    for (const Index e : active_) {
-      const Index n = groups_.count(e);
-      Index blocks = (n * target + total_rows - 1) / std::max<Index>(1, total_rows);
+    Index total = S * T * shared_width;
+    for (const Index e : active_) total += groups_.count(e) * width;
+    const auto add = [&](Index id, Index r0, Index n, Index w) {
+      const Index panels = (w + 15) / 16;
+      Index blocks = (n * w * target + total - 1) / std::max<Index>(1, total);
       blocks = std::max<Index>(1, std::min(blocks, panels));
       const Index per = (panels + blocks - 1) / blocks;  // panels per block
       for (Index p = 0; p < panels; p += per)
-        tasks_.push_back({e, p * 16, std::min(width, (p + per) * 16)});
-    }
+        tasks_.push_back({id, r0, r0 + n, p * 16, std::min(w, (p + per) * 16)});
+    };
+    for (Index s = 0; s < S; ++s)
+      for (Index r0 = 0; r0 < T; r0 += kSharedRows)
+        add(num_experts() + s, r0, std::min(kSharedRows, T - r0), shared_width);
+    for (const Index e : active_) add(e, 0, groups_.count(e), width);
   }
 
   RouterT router_;
@@ -369,8 +447,12 @@ class MoEBlock {
   std::vector<Index> active_;       // experts with rows, in id order
   std::vector<Task> tasks_;         // (expert, column block) work items of one phase
   std::optional<SharedT> shared_;
-  std::vector<float> shared_scratch_;  // per combine chunk: x rows + shared expert scratch
-  detail::ScratchArena arena_;         // kernel scratch, one slot per task running at once
+  std::vector<float>
+      shared_scratch_;            // per combine chunk: sum of shared outputs (or add_to's scratch)
+  std::vector<float> shared_in_;  // [T, d] x rows for the shared experts
+  std::vector<float> shared_hidden_;  // [S, T, bank scratch per row]
+  std::vector<float> shared_out_;     // [S, T, d] shared expert outputs
+  detail::ScratchArena arena_;        // kernel scratch, one slot per task running at once
 };
 
 /// The Mixtral / Qwen3-MoE / OLMoE block: softmax top-k router, SwiGLU experts, weighted sum.

@@ -25,8 +25,10 @@ class SharedExperts {
 
   SharedExperts() = default;
   /// bank: the always-on experts; gate: [d] sigmoid gate weight, or empty for none.
-  explicit SharedExperts(Bank bank, Vector gate = Vector()) : bank_(std::move(bank)), gate_(std::move(gate)) {
-    if (gate_.size()) detail::require_size("shared expert gate weight", gate_.size(), bank_.hidden_size());
+  explicit SharedExperts(Bank bank, Vector gate = Vector())
+      : bank_(std::move(bank)), gate_(std::move(gate)) {
+    if (gate_.size())
+      detail::require_size("shared expert gate weight", gate_.size(), bank_.hidden_size());
     detail::require_finite("shared expert gate weight", gate_);
   }
 
@@ -39,19 +41,29 @@ class SharedExperts {
   Index hidden_size() const noexcept { return bank_.hidden_size(); }
 
   /// Scratch floats per row that add_to needs.
-  Index scratch_per_row() const noexcept { return 2 * bank_.hidden_size() + bank_.scratch_per_row(); }
+  Index scratch_per_row() const noexcept {
+    return 2 * bank_.hidden_size() + bank_.scratch_per_row();
+  }
 
   /// y[r] += shared(x[r]) for n contiguous rows: x [n, d], y [n, d] (row stride y_stride).
   void add_to(const float* x, Index n, float* y, Index y_stride, float* scratch) const {
     const Index d = hidden_size();
-    float* sum = scratch;            // [n, d]
-    float* one = scratch + n * d;    // [n, d]
-    float* work = one + n * d;       // [n, bank scratch]
+    float* sum = scratch;          // [n, d]
+    float* one = scratch + n * d;  // [n, d]
+    float* work = one + n * d;     // [n, bank scratch]
     for (Index i = 0; i < n * d; ++i) sum[i] = 0.0f;
     for (Index s = 0; s < bank_.num_experts(); ++s) {
       bank_.forward(s, x, n, one, work);
       for (Index i = 0; i < n * d; ++i) sum[i] += one[i];
     }
+    add_gated(x, n, sum, y, y_stride);
+  }
+
+  /// The last step of add_to, for a caller that ran the bank itself (the
+  /// block does, over column blocks on all threads): y[r] += g(x[r]) · sum[r]
+  /// for n rows, sum [n, d] = Σ_s expert_s(x) summed from 0 in id order.
+  void add_gated(const float* x, Index n, const float* sum, float* y, Index y_stride) const {
+    const Index d = hidden_size();
     for (Index r = 0; r < n; ++r) {
       float g = 1.0f;
       if (gated()) {
