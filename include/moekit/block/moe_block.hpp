@@ -81,7 +81,7 @@ struct splits_columns<X, std::void_t<decltype(std::declval<const X&>().hidden_wi
 
 // Shared experts whose bank splits columns and that take outputs computed
 // elsewhere (SharedExperts::add_gated): the block runs them in its expert
-// phases, over all T rows, on every thread.
+// phases, over every token in row blocks, on every thread.
 template <class S, class = void>
 struct shared_splits : std::false_type {};
 template <class S>
@@ -276,9 +276,9 @@ class MoEBlock {
       // computes hidden columns, phase 2 output columns; each output element is
       // produced by exactly one task with a fixed summation order, so the bytes
       // do not depend on the split or the thread count. Shared experts join
-      // the same phases over all T rows (run per combine chunk instead, a
-      // decode step would stream their weights on one thread, and prefill
-      // would stream them once per chunk).
+      // the same phases over every token, in row blocks (run per combine
+      // chunk instead, a decode step would stream their weights on one
+      // thread, and prefill would stream them once per chunk of 32 tokens).
       experts_.prepare();
       Index S = 0, fs = 0, shared_per_row = 0;
       if constexpr (detail::shared_splits<SharedT>::value) {
@@ -445,14 +445,13 @@ class MoEBlock {
   std::vector<float> grouped_out_;  // [rows, d]
   std::vector<float> scratch_;      // [rows, experts.scratch_per_row()]
   std::vector<Index> active_;       // experts with rows, in id order
-  std::vector<Task> tasks_;         // (expert, column block) work items of one phase
+  std::vector<Task> tasks_;         // (expert, rows, column block) work items of one phase
   std::optional<SharedT> shared_;
-  std::vector<float>
-      shared_scratch_;            // per combine chunk: sum of shared outputs (or add_to's scratch)
-  std::vector<float> shared_in_;  // [T, d] x rows for the shared experts
-  std::vector<float> shared_hidden_;  // [S, T, bank scratch per row]
-  std::vector<float> shared_out_;     // [S, T, d] shared expert outputs
-  detail::ScratchArena arena_;        // kernel scratch, one slot per task running at once
+  std::vector<float> shared_scratch_;  // per combine chunk: Σ shared outputs, or add_to's scratch
+  std::vector<float> shared_in_;       // [T, d] x rows for the shared experts
+  std::vector<float> shared_hidden_;   // [S, T, bank scratch per row]
+  std::vector<float> shared_out_;      // [S, T, d] shared expert outputs
+  detail::ScratchArena arena_;         // kernel scratch, one slot per task running at once
 };
 
 /// The Mixtral / Qwen3-MoE / OLMoE block: softmax top-k router, SwiGLU experts, weighted sum.
