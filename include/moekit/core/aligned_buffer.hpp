@@ -22,7 +22,8 @@ class AlignedBuffer {
   AlignedBuffer(const AlignedBuffer& o) : AlignedBuffer(o.size_) {
     if (size_) std::memcpy(data_, o.data_, size_ * sizeof(T));
   }
-  AlignedBuffer(AlignedBuffer&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  AlignedBuffer(AlignedBuffer&& o) noexcept
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
   AlignedBuffer& operator=(AlignedBuffer o) noexcept {
     std::swap(data_, o.data_);
     std::swap(size_, o.size_);

@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "../core/scratch_arena.hpp"
 #include "../core/error.hpp"
+#include "../core/scratch_arena.hpp"
 #include "avx2/gemm_f32.hpp"
 #include "avx512/gemm_bf16_dot.hpp"
 #include "avx512/gemm_f32.hpp"
