@@ -14,7 +14,7 @@
 //   Combine: combine_rows(plan, groups, const float* grouped_out, d, MatrixOut&, t0, t1),
 //            optionally scales_input() (weights applied to the expert inputs)
 //   Shared:  add_to(const float* x [n, d], n, float* y, y_stride, float* scratch),
-//            scratch_per_row(), hidden_size(); optionally bank() and add_gated()
+//            scratch_per_row(), hidden_size(); optionally bank() and add_outputs()
 //            (SharedExperts), which lets the block run the bank in its expert
 //            phases, split over columns like the routed experts
 //
@@ -80,14 +80,15 @@ struct splits_columns<X, std::void_t<decltype(std::declval<const X&>().hidden_wi
                                      decltype(std::declval<X&>().prepare())>> : std::true_type {};
 
 // Shared experts whose bank splits columns and that take outputs computed
-// elsewhere (SharedExperts::add_gated): the block runs them in its expert
+// elsewhere (SharedExperts::add_outputs): the block runs them in its expert
 // phases, over every token in row blocks, on every thread.
 template <class S, class = void>
 struct shared_splits : std::false_type {};
 template <class S>
-struct shared_splits<S, std::void_t<decltype(std::declval<S&>().bank()),
-                                    decltype(std::declval<const S&>().add_gated(
-                                        nullptr, Index(), nullptr, nullptr, Index()))>>
+struct shared_splits<
+    S, std::void_t<decltype(std::declval<S&>().bank()),
+                   decltype(std::declval<const S&>().add_outputs(nullptr, Index(), nullptr, Index(),
+                                                                 nullptr, nullptr, Index()))>>
     : splits_columns<std::decay_t<decltype(std::declval<S&>().bank())>> {};
 
 template <class X, class = void>
@@ -386,15 +387,9 @@ class MoEBlock {
         shared_->add_to(xs, n, y.row(t0).data(), y.outerStride(), xs + n * d);
         return;
       }
-      if constexpr (detail::shared_splits<SharedT>::value) {
-        float* sum = xs;  // [n, d] = Σ_s shared_s(x), from 0 in id order (as add_to)
-        std::fill(sum, sum + n * d, 0.0f);
-        for (Index s = 0; s < shared_->bank().num_experts(); ++s) {
-          const float* out = shared_out_.data() + (s * T + t0) * d;
-          for (Index i = 0; i < n * d; ++i) sum[i] += out[i];
-        }
-        shared_->add_gated(shared_in_.data() + t0 * d, n, sum, y.row(t0).data(), y.outerStride());
-      }
+      if constexpr (detail::shared_splits<SharedT>::value)
+        shared_->add_outputs(shared_in_.data() + t0 * d, n, shared_out_.data() + t0 * d, T * d, xs,
+                             y.row(t0).data(), y.outerStride());
     });
     arena_.equalize();
   }

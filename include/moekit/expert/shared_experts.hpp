@@ -59,9 +59,21 @@ class SharedExperts {
     add_gated(x, n, sum, y, y_stride);
   }
 
-  /// The last step of add_to, for a caller that ran the bank itself (the
-  /// block does, over column blocks on all threads): y[r] += g(x[r]) · sum[r]
-  /// for n rows, sum [n, d] = Σ_s expert_s(x) summed from 0 in id order.
+  /// add_to for a caller that ran the bank itself (the block does, over
+  /// column blocks on all threads): outs holds expert s's output rows [n, d]
+  /// at outs + s · expert_stride; sum [n, d] is scratch. Same arithmetic as
+  /// add_to: the outputs summed from 0 in id order, then add_gated.
+  void add_outputs(const float* x, Index n, const float* outs, Index expert_stride, float* sum,
+                   float* y, Index y_stride) const {
+    const Index d = hidden_size();
+    for (Index i = 0; i < n * d; ++i) sum[i] = 0.0f;
+    for (Index s = 0; s < bank_.num_experts(); ++s)
+      for (Index i = 0; i < n * d; ++i) sum[i] += outs[s * expert_stride + i];
+    add_gated(x, n, sum, y, y_stride);
+  }
+
+  /// The last step of add_to: y[r] += g(x[r]) · sum[r] for n rows,
+  /// sum [n, d] = Σ_s expert_s(x).
   void add_gated(const float* x, Index n, const float* sum, float* y, Index y_stride) const {
     const Index d = hidden_size();
     for (Index r = 0; r < n; ++r) {
