@@ -38,11 +38,10 @@ using avx512::column_mask;
 // Rounds m rows of K activations (row stride lda) to bf16 k-pairs: out is
 // [m, K2] 32-bit words, K2 = ceil(K / 2), an odd K padded with +0.
 MOEKIT_TARGET_AVX512_BF16 inline void to_bf16_pairs(const float* A, Index lda, Index m, Index K,
-                                                    std::uint32_t* out) {
-  const Index K2 = (K + 1) / 2;
+                                                    std::uint32_t* out, Index ldo) {
   for (Index r = 0; r < m; ++r) {
     const float* a = A + r * lda;
-    auto* dst = reinterpret_cast<std::uint16_t*>(out + r * K2);
+    auto* dst = reinterpret_cast<std::uint16_t*>(out + r * ldo);
     Index k = 0;
     for (; k + 16 <= K; k += 16)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k),
@@ -61,12 +60,14 @@ MOEKIT_TARGET_AVX512_BF16 inline void to_bf16_pairs(const float* A, Index lda, I
 struct PairRowsTag;
 struct DecodedPanelsTag;
 
-// k-pair activation rows as the dot tiles read them: row i at A + i·K2 words.
+// k-pair activation rows as the dot tiles read them: K2 k-pairs per row, row
+// i at A + i·ld words.
 struct PairRows {
   const std::uint32_t* A;
-  Index K2;
-  PairRows at(Index i) const noexcept { return {A + i * K2, K2}; }
+  Index K2, ld;
+  PairRows at(Index i) const noexcept { return {A + i * ld, K2, ld}; }
 };
+
 
 // Weight sources of the dot tiles: the 16 column pairs (k-pair kp, columns
 // off..off+15) of one panel as a bf16 vector. bf16 panels are read as stored;
@@ -147,11 +148,12 @@ constexpr Index kGroupPairs = kQuantGroup / 2;
 // multiplied by the group's scale and added to the output total (kept in
 // memory: it changes once per group). Every output is the same sequence of
 // operations whatever MR and NP are, so a row's bytes do not depend on the
-// tile shape. `next` (or null): panels prefetched one k-pair row per step.
+// tile shape. `next`: this tile's share of the panels to prefetch (avx512::Ahead).
 template <int MR, int NP, class Src>
 MOEKIT_TARGET_AVX512_BF16 inline void gate_up_tile(const PairRows& A, const Src* B, float* G,
                                                    float* U, Index ldo, const __mmask16* mask,
-                                                   const Src* next) {
+                                                   const avx512::Ahead<Src>& next) {
+  avx512::AheadStream<NP, Src> ahead(next, A.K2);
   __m512 g[NP][MR], u[NP][MR];
   alignas(64) float total[Src::kScaled ? 2 * NP * MR * 16 : 1];
   if constexpr (Src::kScaled)
@@ -164,16 +166,13 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up_tile(const PairRows& A, const Src*
 #pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) g[q][r] = u[q][r] = _mm512_setzero_ps();
     for (Index kp = kp0; kp < kp1; ++kp) {
-      if constexpr (Src::kPrefetch)
-        if (next)
-#pragma GCC unroll 16
-          for (int q = 0; q < NP; ++q) next[q].prefetch(kp);
+      ahead.step();
       __m512bh bg[NP], bu[NP];
 #pragma GCC unroll 16
       for (int q = 0; q < NP; ++q) bg[q] = B[q](kp, 0), bu[q] = B[q](kp, 16);
 #pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) {
-        const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A.A[r * A.K2 + kp]));
+        const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A.A[r * A.ld + kp]));
 #pragma GCC unroll 16
         for (int q = 0; q < NP; ++q) {
           g[q][r] = _mm512_dpbf16_ps(g[q][r], a, bg[q]);
@@ -212,7 +211,9 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up_tile(const PairRows& A, const Src*
 // MR rows x NP panels of Y = A·Wᵀ (W = 16 values, 32 per k-pair).
 template <int MR, int NP, class Src>
 MOEKIT_TARGET_AVX512_BF16 inline void down_tile(const PairRows& A, const Src* B, float* Y,
-                                                Index ldy, const __mmask16* mask, const Src* next) {
+                                                Index ldy, const __mmask16* mask,
+                                                const avx512::Ahead<Src>& next) {
+  avx512::AheadStream<NP, Src> ahead(next, A.K2);
   __m512 y[NP][MR];
   alignas(64) float total[Src::kScaled ? NP * MR * 16 : 1];
   if constexpr (Src::kScaled)
@@ -224,16 +225,13 @@ MOEKIT_TARGET_AVX512_BF16 inline void down_tile(const PairRows& A, const Src* B,
 #pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) y[q][r] = _mm512_setzero_ps();
     for (Index kp = kp0; kp < kp1; ++kp) {
-      if constexpr (Src::kPrefetch)
-        if (next)
-#pragma GCC unroll 16
-          for (int q = 0; q < NP; ++q) next[q].prefetch(kp);
+      ahead.step();
       __m512bh b[NP];
 #pragma GCC unroll 16
       for (int q = 0; q < NP; ++q) b[q] = B[q](kp, 0);
 #pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) {
-        const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A.A[r * A.K2 + kp]));
+        const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A.A[r * A.ld + kp]));
 #pragma GCC unroll 16
         for (int q = 0; q < NP; ++q) y[q][r] = _mm512_dpbf16_ps(y[q][r], a, b[q]);
       }
@@ -264,12 +262,14 @@ MOEKIT_TARGET_AVX512_BF16 inline void down_tile(const PairRows& A, const Src* B,
 struct DotTiles {
   template <int MR, int NP, class Src>
   MOEKIT_TARGET_AVX512_BF16 static void gate_up(const PairRows& a, const Src* B, float* G, float* U,
-                                                Index ldo, const __mmask16* mask, const Src* next) {
+                                                Index ldo, const __mmask16* mask,
+                                                const avx512::Ahead<Src>& next) {
     gate_up_tile<MR, NP>(a, B, G, U, ldo, mask, next);
   }
   template <int MR, int NP, class Src>
   MOEKIT_TARGET_AVX512_BF16 static void down(const PairRows& a, const Src* B, float* Y, Index ldy,
-                                             const __mmask16* mask, const Src* next) {
+                                             const __mmask16* mask,
+                                             const avx512::Ahead<Src>& next) {
     down_tile<MR, NP>(a, B, Y, ldy, mask, next);
   }
 };
@@ -327,10 +327,10 @@ struct PairDecoder {
 
 // Rounds the call's rows to bf16 k-pairs in the per-thread buffer.
 MOEKIT_TARGET_AVX512_BF16 inline PairRows pair_rows(const float* A, Index lda, Index m, Index K) {
-  const Index K2 = (K + 1) / 2;
-  std::uint32_t* Ap = moekit::detail::thread_scratch<PairRowsTag, std::uint32_t>(m * K2);
-  to_bf16_pairs(A, lda, m, K, Ap);
-  return {Ap, K2};
+  const Index K2 = (K + 1) / 2, ld = K2;
+  std::uint32_t* Ap = moekit::detail::thread_scratch<PairRowsTag, std::uint32_t>(m * ld);
+  to_bf16_pairs(A, lda, m, K, Ap, ld);
+  return {Ap, K2, ld};
 }
 
 /// Hidden columns [c0, c1) of G = A·W_gateᵀ, U = A·W_upᵀ from k-pair bf16 panels.

@@ -150,15 +150,54 @@ struct QuantBank {
   }
 };
 
+// What a row tile asks into L2 while it runs: share `part` of `parts` of the
+// k-rows of `next` (the NP panels the call reads after this group; null:
+// nothing). The row tiles of one panel group split the next group's rows and
+// each spreads its share evenly over its k-steps. (When the first tile asked
+// for the whole next panel, it asked faster than memory delivers; with 2-3
+// row tiles per panel (qwen3-30b-a3b: ~32 rows per expert at T = 512) the
+// second and third tiles then had nothing to hide the rest behind.)
+template <class Src>
+struct Ahead {
+  const Src* next = nullptr;
+  Index part = 0, parts = 1;
+};
+
+// The running state of an Ahead over a tile of `steps` k-steps (k for f32
+// tiles, k-pairs for dot tiles: one panel k-row each).
+template <int NP, class Src>
+class AheadStream {
+ public:
+  AheadStream(const Ahead<Src>& a, Index steps) noexcept : next_(Src::kPrefetch ? a.next : nullptr) {
+    if (!next_) return;
+    const Index share = (steps + a.parts - 1) / a.parts;
+    row_ = a.part * share;
+    end_ = row_ + share < steps ? row_ + share : steps;
+    every_ = share > 0 && steps / share > 1 ? steps / share : 1;
+  }
+  // Called once per k-step.
+  __attribute__((always_inline)) void step() noexcept {
+    if constexpr (Src::kPrefetch) {
+      if (!next_ || --due_ > 0) return;
+      due_ = every_;
+      if (row_ >= end_) return;
+#pragma GCC unroll 16
+      for (int q = 0; q < NP; ++q) next_[q].prefetch(row_);
+      ++row_;
+    }
+  }
+
+ private:
+  const Src* next_;
+  Index row_ = 0, end_ = 0, every_ = 1, due_ = 1;
+};
+
 // One k of a tile (P = k & 1): the panels' weights, then MR rows of FMAs.
 template <int MR, int NP, int P, class Src>
 MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void gate_up_step(
     const float* A, Index lda, Index k, const Src* B, __m512 (&g)[NP][MR], __m512 (&u)[NP][MR],
-    const Src* next) {
-  if constexpr (Src::kPrefetch)
-    if (next)
-#pragma GCC unroll 16
-      for (int q = 0; q < NP; ++q) next[q].prefetch(k);
+    AheadStream<NP, Src>& ahead) {
+  ahead.step();
   __m512 bg[NP], bu[NP];
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q) bg[q] = B[q](k, 0, Parity<P>{}), bu[q] = B[q](k, 16, Parity<P>{});
@@ -176,11 +215,8 @@ template <int MR, int NP, int P, class Src>
 MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void down_step(const float* A, Index lda,
                                                                           Index k, const Src* B,
                                                                           __m512 (&y)[NP][MR],
-                                                                          const Src* next) {
-  if constexpr (Src::kPrefetch)
-    if (next)
-#pragma GCC unroll 16
-      for (int q = 0; q < NP; ++q) next[q].prefetch(k);
+                                                                          AheadStream<NP, Src>& ahead) {
+  ahead.step();
   __m512 b[NP];
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q) b[q] = B[q](k, 0, Parity<P>{});
@@ -195,14 +231,13 @@ MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void down_step(const 
 // MR rows x NP panels of gate and up: 2·MR·NP accumulators. Every output is
 // one sequential sum over k whatever MR and NP are, so a row's bytes do not
 // depend on the tile shape (the batch-composition promise).
-// With `next` (not null), each k-step also prefetches the same k-row of the
-// panels the call will use next, so that panel arrives in L2 while this one
-// is being multiplied (a row tile reads a fresh panel faster than memory
-// delivers it).
+// Meanwhile it asks its share of the panels the call uses next into L2
+// (Ahead), so they arrive while this group is being multiplied.
 template <int MR, int NP, class Src>
 MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K, const Src* B,
                                               float* G, float* U, Index ldo, const __mmask16* mask,
-                                              const Src* next = nullptr) {
+                                              const Ahead<Src>& next = {}) {
+  AheadStream<NP, Src> ahead(next, K);
   __m512 g[NP][MR], u[NP][MR];
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
@@ -210,10 +245,10 @@ MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K
     for (int r = 0; r < MR; ++r) g[q][r] = u[q][r] = _mm512_setzero_ps();
   Index k = 0;
   for (; k + 1 < K; k += 2) {  // k-pair layouts decode each half with its own shift
-    gate_up_step<MR, NP, 0>(A, lda, k, B, g, u, next);
-    gate_up_step<MR, NP, 1>(A, lda, k + 1, B, g, u, next);
+    gate_up_step<MR, NP, 0>(A, lda, k, B, g, u, ahead);
+    gate_up_step<MR, NP, 1>(A, lda, k + 1, B, g, u, ahead);
   }
-  if (k < K) gate_up_step<MR, NP, 0>(A, lda, k, B, g, u, next);
+  if (k < K) gate_up_step<MR, NP, 0>(A, lda, k, B, g, u, ahead);
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
@@ -227,7 +262,8 @@ MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K
 template <int MR, int NP, class Src>
 MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, const Src* B,
                                            float* Y, Index ldy, const __mmask16* mask,
-                                           const Src* next = nullptr) {
+                                           const Ahead<Src>& next = {}) {
+  AheadStream<NP, Src> ahead(next, K);
   __m512 y[NP][MR];
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
@@ -235,10 +271,10 @@ MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, c
     for (int r = 0; r < MR; ++r) y[q][r] = _mm512_setzero_ps();
   Index k = 0;
   for (; k + 1 < K; k += 2) {
-    down_step<MR, NP, 0>(A, lda, k, B, y, next);
-    down_step<MR, NP, 1>(A, lda, k + 1, B, y, next);
+    down_step<MR, NP, 0>(A, lda, k, B, y, ahead);
+    down_step<MR, NP, 1>(A, lda, k + 1, B, y, ahead);
   }
-  if (k < K) down_step<MR, NP, 0>(A, lda, k, B, y, next);
+  if (k < K) down_step<MR, NP, 0>(A, lda, k, B, y, ahead);
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
@@ -293,12 +329,13 @@ struct F32Rows {
 struct F32Tiles {
   template <int MR, int NP, class Src>
   MOEKIT_TARGET_AVX512 static void gate_up(const F32Rows& a, const Src* B, float* G, float* U,
-                                           Index ldo, const __mmask16* mask, const Src* next) {
+                                           Index ldo, const __mmask16* mask,
+                                           const Ahead<Src>& next) {
     gate_up_tile<MR, NP>(a.A, a.lda, a.K, B, G, U, ldo, mask, next);
   }
   template <int MR, int NP, class Src>
   MOEKIT_TARGET_AVX512 static void down(const F32Rows& a, const Src* B, float* Y, Index ldy,
-                                        const __mmask16* mask, const Src* next) {
+                                        const __mmask16* mask, const Ahead<Src>& next) {
     down_tile<MR, NP>(a.A, a.lda, a.K, B, Y, ldy, mask, next);
   }
 };
@@ -322,7 +359,7 @@ template <class Tiles, class Rows, class Bank>
 MOEKIT_TARGET_AVX512 inline void gate_up_panels(const Rows& A, Index m, const Bank& bank, Index c0,
                                                 Index c1, float* G, float* U, Index ldo) {
   using Src = decltype(bank(0));
-  const Src* const no_next = nullptr;
+  const Ahead<Src> no_next{};
   Index p = c0 / kPanel;
   const Index p_end = (c1 + kPanel - 1) / kPanel;
   if (m <= kWideRows)
@@ -335,13 +372,13 @@ MOEKIT_TARGET_AVX512 inline void gate_up_panels(const Rows& A, Index m, const Ba
       });
   for (; p < p_end; ++p)
     panel_group<1>(bank, p, c1, [&](const Src* B, const __mmask16* mask) {
-      const Src after = bank(p + 1);  // the first row tile prefetches the next panel
+      const Src after = bank(p + 1);  // the row tiles share prefetching the next panel
       for (Index t = 0, i = 0, mr = 0, tiles = row_tiles(m); t < tiles; ++t, i += mr) {
         mr = tile_rows(m, tiles, t);
         const Rows a = A.at(i);
         float* g = G + i * ldo + p * kPanel;
         float* u = U + i * ldo + p * kPanel;
-        const Src* nx = t == 0 && p + 1 < p_end ? &after : nullptr;
+        const Ahead<Src> nx{p + 1 < p_end ? &after : nullptr, t, tiles};
 #define MOEKIT_CALL(R) Tiles::template gate_up<R, 1>(a, B, g, u, ldo, mask, nx)
         MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
 #undef MOEKIT_CALL
@@ -355,7 +392,7 @@ template <class Tiles, class Rows, class Bank>
 MOEKIT_TARGET_AVX512 inline void matmul_panels(const Rows& A, Index m, const Bank& bank, Index c0,
                                                Index c1, float* Y, Index ldy) {
   using Src = decltype(bank(0));
-  const Src* const no_next = nullptr;
+  const Ahead<Src> no_next{};
   Index p = c0 / kPanel;
   const Index p_end = (c1 + kPanel - 1) / kPanel;
   if (m <= kWideRows)
@@ -372,7 +409,7 @@ MOEKIT_TARGET_AVX512 inline void matmul_panels(const Rows& A, Index m, const Ban
         mr = tile_rows(m, tiles, t);
         const Rows a = A.at(i);
         float* y = Y + i * ldy + p * kPanel;
-        const Src* nx = t == 0 && p + 4 <= p_end ? after : nullptr;
+        const Ahead<Src> nx{p + 4 <= p_end ? after : nullptr, t, tiles};
 #define MOEKIT_CALL(R) Tiles::template down<R, 2>(a, B, y, ldy, mask, nx)
         MOEKIT_AVX512_ROWS(mr, MOEKIT_CALL)
 #undef MOEKIT_CALL

@@ -357,12 +357,13 @@ MOEKIT_TARGET_AVX512_BF16 inline void down_tile(const QuadRows& A, const Src* B,
 struct VnniTiles {
   template <int MR, int NP, class Src>
   MOEKIT_TARGET_AVX512_BF16 static void gate_up(const QuadRows& a, const Src* B, float* G, float* U,
-                                                Index ldo, const __mmask16* mask, const Src*) {
+                                                Index ldo, const __mmask16* mask,
+                                                const avx512::Ahead<Src>&) {
     gate_up_tile<MR, NP>(a, B, G, U, ldo, mask);
   }
   template <int MR, int NP, class Src>
   MOEKIT_TARGET_AVX512_BF16 static void down(const QuadRows& a, const Src* B, float* Y, Index ldy,
-                                             const __mmask16* mask, const Src*) {
+                                             const __mmask16* mask, const avx512::Ahead<Src>&) {
     down_tile<MR, NP>(a, B, Y, ldy, mask);
   }
 };
