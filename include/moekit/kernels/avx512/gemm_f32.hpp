@@ -42,15 +42,18 @@ inline __mmask16 column_mask(Index ncols) noexcept {
 }
 
 // Asks for k-row k of a panel whose rows are N bytes (16 to 128) to be
-// brought into L2 ahead of use: once per cache line, not once per row.
+// brought into cache ahead of use: once per cache line, not once per row.
+// NOTE: prefetcht0 (every level), not prefetcht1: in a one-core harness
+// streaming 16 experts' gate/up panels from memory (64 rows, bf16 dot) the
+// tiles ran ~10 % faster with t0 (about 440 against 375-410 GFLOP/s).
 template <std::size_t N>
 inline void prefetch_row(const void* base, Index k) noexcept {
   const char* c = static_cast<const char*>(base) + static_cast<std::size_t>(k) * N;
   if constexpr (N >= 64) {
-    _mm_prefetch(c, _MM_HINT_T1);
-    if constexpr (N > 64) _mm_prefetch(c + 64, _MM_HINT_T1);
+    _mm_prefetch(c, _MM_HINT_T0);
+    if constexpr (N > 64) _mm_prefetch(c + 64, _MM_HINT_T0);
   } else {
-    if (k % static_cast<Index>(64 / N) == 0) _mm_prefetch(c, _MM_HINT_T1);
+    if (k % static_cast<Index>(64 / N) == 0) _mm_prefetch(c, _MM_HINT_T0);
   }
 }
 
