@@ -68,7 +68,6 @@ struct PairRows {
   PairRows at(Index i) const noexcept { return {A + i * ld, K2, ld}; }
 };
 
-
 // Weight sources of the dot tiles: the 16 column pairs (k-pair kp, columns
 // off..off+15) of one panel as a bf16 vector. bf16 panels are read as stored;
 // int8 / int4 codes are decoded in registers to bf16 (exact: |code| <= 128)

@@ -171,7 +171,8 @@ struct Ahead {
 template <int NP, class Src>
 class AheadStream {
  public:
-  AheadStream(const Ahead<Src>& a, Index steps) noexcept : next_(Src::kPrefetch ? a.next : nullptr) {
+  AheadStream(const Ahead<Src>& a, Index steps) noexcept
+      : next_(Src::kPrefetch ? a.next : nullptr) {
     if (!next_) return;
     const Index share = (steps + a.parts - 1) / a.parts;
     row_ = a.part * share;
@@ -215,10 +216,9 @@ MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void gate_up_step(
   }
 }
 template <int MR, int NP, int P, class Src>
-MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void down_step(const float* A, Index lda,
-                                                                          Index k, const Src* B,
-                                                                          __m512 (&y)[NP][MR],
-                                                                          AheadStream<NP, Src>& ahead) {
+MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void down_step(
+    const float* A, Index lda, Index k, const Src* B, __m512 (&y)[NP][MR],
+    AheadStream<NP, Src>& ahead) {
   ahead.step();
   __m512 b[NP];
 #pragma GCC unroll 16
