@@ -284,7 +284,7 @@ TEST_P(PerIsa, AllTokensOnOneExpertAndEmptyExperts) {
 template <class T>
 void check_half_kernels() {
   const auto& k = kernels::active();
-  for (Index m : {1, 3, 13})
+  for (Index m : {1, 3, 4, 7, 13})
     for (Index K : {1, 9, 33})
       for (Index N : {1, 15, 16, 17, 40}) {
         const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(m + K + N));
@@ -305,6 +305,14 @@ void check_half_kernels() {
         ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol) << m << " " << K << " " << N;
         ASSERT_LE((G.cast<double>() - ref).cwiseAbs().maxCoeff(), tol);
         ASSERT_LE((U.cast<double>() - ref2).cwiseAbs().maxCoeff(), tol);
+        // Row 0 alone (one tile, weights widened in registers) has the bytes
+        // it has among m rows (AVX2: each panel decoded once to f32).
+        Matrix Y1(1, N), G1(1, N), U1(1, N);
+        k.matmul(p.data())(A.data(), K, 1, K, p.data(), N, 0, N, Y1.data(), N);
+        k.gate_up(pgu.data())(A.data(), K, 1, K, pgu.data(), N, 0, N, G1.data(), U1.data(), N);
+        ASSERT_TRUE(moekit_test::bit_identical(Y1, Y.topRows(1))) << m << " " << K << " " << N;
+        ASSERT_TRUE(moekit_test::bit_identical(G1, G.topRows(1))) << m << " " << K << " " << N;
+        ASSERT_TRUE(moekit_test::bit_identical(U1, U.topRows(1))) << m << " " << K << " " << N;
       }
 }
 
