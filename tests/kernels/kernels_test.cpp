@@ -606,6 +606,30 @@ TEST_P(PerIsa, QuantVnniKernelsAgainstQuantisedActivations) {
 }
 
 #ifdef MOEKIT_HAVE_X86_KERNELS
+// AVX2 prefill prefetch: the nt row tiles of a panel ask for the next panel's
+// lines in disjoint, consecutive shares that together cover every line once,
+// each share finished by the tile's last k-pair step.
+TEST(Avx2Ahead, TileSharesCoverTheNextPanelOnce) {
+  const auto isas = moekit::available_isas();
+  if (std::find(isas.begin(), isas.end(), Isa::avx2) == isas.end()) GTEST_SKIP() << "no AVX2";
+  alignas(64) static char panel[64 * 300];
+  for (Index bytes : {Index(64), Index(100), Index(64 * 7), Index(64 * 300)})
+    for (Index nt : {1, 2, 3, 11})
+      for (Index K : {1, 2, 7, 64, 2048}) {
+        const Index lines = (bytes + 63) / 64;
+        const char* expect = panel;
+        for (Index t = 0; t < nt; ++t) {
+          kernels::avx2::Ahead a = kernels::avx2::ahead_share(panel, bytes, t, nt, K);
+          ASSERT_EQ(a.line, expect) << bytes << " " << nt << " " << K << " " << t;
+          for (Index s = 0; s < a.steps; ++s) a.step();
+          expect = panel + (t + 1) * lines / nt * 64;
+          ASSERT_EQ(a.line, expect) << bytes << " " << nt << " " << K << " " << t;
+        }
+        ASSERT_EQ(expect - panel, lines * 64);
+      }
+  EXPECT_EQ(kernels::avx2::ahead_share(nullptr, 640, 0, 2, 64).lines, 0);
+}
+
 // The VNNI kernels' row quantiser gives quantize_activation_group's codes and
 // scales bit for bit (and the offset corrections from those codes): ties at
 // half steps, an all-zero group, subnormals (a group that small quantises to
