@@ -240,7 +240,8 @@ MOEKIT_TARGET_AVX2 inline void gate_up_panels(const float* A, Index lda, Index m
                                               float* U, Index ldo) {
   using Src = decltype(bank(0));
   constexpr Index W = 2 * kPanel;
-  const bool decode = kDecodeOnce<Src> && m > kGateUpRows;
+  const Index nt = (m + kGateUpRows - 1) / kGateUpRows;  // row tiles per panel
+  const bool decode = kDecodeOnce<Src> && nt > 1;
   float* dec = decode ? moekit::detail::thread_scratch<DecodedPanelTag, float>(K * W) : nullptr;
   alignas(32) float tg[kGateUpRows * kPanel], tu[kGateUpRows * kPanel];
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
@@ -248,9 +249,8 @@ MOEKIT_TARGET_AVX2 inline void gate_up_panels(const float* A, Index lda, Index m
     if (decode) decode_panel<W>(B, K, dec);
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     const bool last = (p + 1) * kPanel >= c1;
-    const Index nt = (m + kGateUpRows - 1) / kGateUpRows;
     const char* const next = last || nt == 1 ? nullptr : bank.bytes_of(p + 1);
-    const Index next_bytes = last ? 0 : bank.size_of(p + 1);
+    const Index next_bytes = next ? bank.size_of(p + 1) : 0;
     for (Index i = 0; i < m; i += kGateUpRows) {
       const Index mr = (m - i) < kGateUpRows ? (m - i) : kGateUpRows;
       const float* a = A + i * lda;
@@ -280,7 +280,8 @@ MOEKIT_TARGET_AVX2 inline void matmul_panels(const float* A, Index lda, Index m,
                                              Index ldy) {
   using Src = decltype(bank(0));
   constexpr Index W = kPanel;
-  const bool decode = kDecodeOnce<Src> && m > kDownRows;
+  const Index nt = (m + kDownRows - 1) / kDownRows;  // row tiles per panel
+  const bool decode = kDecodeOnce<Src> && nt > 1;
   float* dec = decode ? moekit::detail::thread_scratch<DecodedPanelTag, float>(K * W) : nullptr;
   alignas(32) float ty[kDownRows * kPanel];
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
@@ -288,9 +289,8 @@ MOEKIT_TARGET_AVX2 inline void matmul_panels(const float* A, Index lda, Index m,
     if (decode) decode_panel<W>(B, K, dec);
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     const bool last = (p + 1) * kPanel >= c1;
-    const Index nt = (m + kDownRows - 1) / kDownRows;
     const char* const next = last || nt == 1 ? nullptr : bank.bytes_of(p + 1);
-    const Index next_bytes = last ? 0 : bank.size_of(p + 1);
+    const Index next_bytes = next ? bank.size_of(p + 1) : 0;
     for (Index i = 0; i < m; i += kDownRows) {
       const Index mr = (m - i) < kDownRows ? (m - i) : kDownRows;
       const float* a = A + i * lda;
