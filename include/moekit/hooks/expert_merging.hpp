@@ -35,6 +35,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -81,20 +82,26 @@ struct SubspaceMerge {
 
 /// Sub-MoE merge of n same-shaped weights [out, in] with weights alpha [n]
 /// (summing to 1) at rank r (0: all components). See the NOTE.
-inline SubspaceMerge subspace_merge(const std::vector<Matrix>& members, const std::vector<double>& alpha,
-                                    Index rank = 0) {
+// A template (Real is always double) only so that Eigen's SVD is instantiated
+// in the programs that call it: as a plain inline function it cost every
+// translation unit including <moekit/moekit.hpp> about 20 s of compile time.
+template <typename Real = double>
+SubspaceMerge subspace_merge(const std::vector<Matrix>& members, const std::vector<Real>& alpha,
+                             Index rank = 0) {
+  static_assert(std::is_same<Real, double>::value, "subspace merge: alpha is double");
+  using MatrixR = Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic>;
   detail::require(!members.empty(), "subspace merge: expected at least 1 member, got none");
   detail::require_size("subspace merge alpha", static_cast<Index>(alpha.size()),
                        static_cast<Index>(members.size()));
   detail::require(rank >= 0, "subspace merge rank: expected >= 0, got ", rank);
   const Index out = members[0].rows(), in = members[0].cols(), n = static_cast<Index>(members.size());
-  Eigen::MatrixXd A(out, n * in);  // [out, n·in]
+  MatrixR A(out, n * in);  // [out, n·in]
   for (Index j = 0; j < n; ++j) {
     const Matrix& W = members[static_cast<std::size_t>(j)];
     detail::require_shape("subspace merge member", W.rows(), W.cols(), out, in);
-    A.middleCols(j * in, in) = W.cast<double>();
+    A.middleCols(j * in, in) = W.template cast<Real>();
   }
-  Eigen::BDCSVD<Eigen::MatrixXd> svd(A, Eigen::ComputeThinU | Eigen::ComputeThinV);
+  Eigen::BDCSVD<MatrixR> svd(A, Eigen::ComputeThinU | Eigen::ComputeThinV);
   const Index full = std::min(out, n * in);
   const Index r = rank == 0 || rank > full ? full : rank;
   SubspaceMerge m;
