@@ -242,8 +242,25 @@ struct KernelTable {
   MatmulFn<f16> matmul(const f16*) const noexcept { return matmul_f16; }
 };
 
+// NOTE: this table names every kernel of every ISA, so each translation unit
+// that runs a forward compiles all of them: most of its compile time. A program
+// of many translation units can compile them once instead (as stb-style
+// libraries do): define MOEKIT_SEPARATE_KERNELS in every translation unit and,
+// in exactly one of them, MOEKIT_KERNELS_IMPLEMENTATION as well, before the
+// first moekit include. CMake: link moekit::kernels (see CMakeLists.txt), which
+// does both. Mixing translation units with and without the macro in one program
+// is not allowed (two definitions of table_for).
+#if defined(MOEKIT_SEPARATE_KERNELS) && !defined(MOEKIT_KERNELS_IMPLEMENTATION)
+/// The table for `isa`; defined where MOEKIT_KERNELS_IMPLEMENTATION is.
+const KernelTable& table_for(Isa isa) noexcept;
+#else
+#if defined(MOEKIT_SEPARATE_KERNELS)
+#define MOEKIT_DETAIL_TABLE_LINKAGE  // the one out-of-line definition
+#else
+#define MOEKIT_DETAIL_TABLE_LINKAGE inline
+#endif
 /// The table for `isa` (which must be available on this machine).
-inline const KernelTable& table_for(Isa isa) noexcept {
+MOEKIT_DETAIL_TABLE_LINKAGE const KernelTable& table_for(Isa isa) noexcept {
   static const KernelTable scalar_table{Isa::scalar,
                                         &scalar::gate_up<float>,
                                         &scalar::matmul<float>,
@@ -321,6 +338,8 @@ inline const KernelTable& table_for(Isa isa) noexcept {
   (void)isa;
   return scalar_table;
 }
+#undef MOEKIT_DETAIL_TABLE_LINKAGE
+#endif  // MOEKIT_SEPARATE_KERNELS && !MOEKIT_KERNELS_IMPLEMENTATION
 
 /// The kernels of the active ISA.
 inline const KernelTable& active() noexcept { return table_for(active_isa()); }
