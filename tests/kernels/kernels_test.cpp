@@ -124,7 +124,7 @@ TEST_P(PerIsa, MatmulAndGateUpOnOddShapes) {
   std::mt19937 gen(1);
   for (Index m : {1, 2, 5, 11, 12, 13, 25})
     for (Index K : {1, 7, 8, 9, 15, 16, 17, 64})
-      for (Index N : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48}) {
+      for (Index N : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 64, 70}) {
         const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(m * 1000 + K * 10 + N));
         const Matrix W = random_matrix(N, K, static_cast<std::uint32_t>(N + 7)),
                      W2 = random_matrix(N, K, static_cast<std::uint32_t>(N + 8));
@@ -286,7 +286,7 @@ void check_half_kernels() {
   const auto& k = kernels::active();
   for (Index m : {1, 3, 4, 7, 13})
     for (Index K : {1, 9, 33})
-      for (Index N : {1, 15, 16, 17, 40}) {
+      for (Index N : {1, 15, 16, 17, 40, 64, 70}) {  // 64, 70: one row runs 4 panels at once
         const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(m + K + N));
         Matrix W = random_matrix(N, K, 5), W2 = random_matrix(N, K, 6);
         for (Matrix* w : {&W, &W2})
