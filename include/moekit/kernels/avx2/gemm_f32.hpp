@@ -10,6 +10,7 @@
 #include "../target.hpp"
 
 #ifdef MOEKIT_HAVE_X86_KERNELS
+#include <array>
 #include <cmath>
 
 #include <cstdint>
@@ -139,101 +140,86 @@ MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void down_step(const fl
   }
 }
 
-template <int MR, class Src>
-MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K, Src B, float* G,
-                                            float* U, Index ldo, Ahead ahead) {
-  __m256 g0[MR], g1[MR], u0[MR], u1[MR];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) g0[r] = g1[r] = u0[r] = u1[r] = _mm256_setzero_ps();
-  Index k = 0;
-  for (; k + 1 < K; k += 2) {  // k-pair layouts decode each half with its own shift
-    if (ahead.lines) ahead.step();
-    gate_up_step<MR, 0>(A, lda, k, B, g0, g1, u0, u1);
-    gate_up_step<MR, 1>(A, lda, k + 1, B, g0, g1, u0, u1);
-  }
-  if (k < K) gate_up_step<MR, 0>(A, lda, k, B, g0, g1, u0, u1);
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    _mm256_storeu_ps(G + r * ldo, g0[r]);
-    _mm256_storeu_ps(G + r * ldo + 8, g1[r]);
-    _mm256_storeu_ps(U + r * ldo, u0[r]);
-    _mm256_storeu_ps(U + r * ldo + 8, u1[r]);
-  }
-}
-
-template <int MR, class Src>
-MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K, Src B, float* Y,
-                                         Index ldy, Ahead ahead) {
-  __m256 y0[MR], y1[MR];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) y0[r] = y1[r] = _mm256_setzero_ps();
-  Index k = 0;
-  for (; k + 1 < K; k += 2) {
-    if (ahead.lines) ahead.step();
-    down_step<MR, 0>(A, lda, k, B, y0, y1);
-    down_step<MR, 1>(A, lda, k + 1, B, y0, y1);
-  }
-  if (k < K) down_step<MR, 0>(A, lda, k, B, y0, y1);
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    _mm256_storeu_ps(Y + r * ldy, y0[r]);
-    _mm256_storeu_ps(Y + r * ldy + 8, y1[r]);
-  }
-}
-
 // NOTE: one row (decode) against one panel gives each 8 columns a single
 // chain of dependent FMAs, so the tile waits on the FMA latency: ~2 bytes of
 // int4 codes per cycle, short of the memory's ~3 per core (olmoe int4 T = 1
-// streamed 13.7 GB/s of 22.5). A row against NP panels at once has NP times
-// the independent chains. Each column still sums its k in order, as the
-// one-panel tile does, so the bytes do not change.
+// streamed 13.7 GB/s of 22.5). So a tile runs its MR rows against NP panels
+// at once (the one-row driver uses NP > 1: NP times the independent chains),
+// with output column block j at j * kPanel. Each column sums its k in order
+// whatever MR and NP are, so the bytes do not depend on them.
 template <int NP, class Src>
-MOEKIT_TARGET_AVX2 inline void gate_up_row(const float* A, Index K, const Src (&B)[NP], float* G,
-                                           float* U) {
-  __m256 g0[NP][1], g1[NP][1], u0[NP][1], u1[NP][1];
+using Panels = std::array<Src, NP>;
+
+template <int MR, int NP, class Src>
+MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K,
+                                            const Panels<NP, Src>& B, float* G, float* U, Index ldo,
+                                            Ahead ahead) {
+  __m256 g0[NP][MR], g1[NP][MR], u0[NP][MR], u1[NP][MR];
 #pragma GCC unroll 4
-  for (int j = 0; j < NP; ++j) g0[j][0] = g1[j][0] = u0[j][0] = u1[j][0] = _mm256_setzero_ps();
+  for (int j = 0; j < NP; ++j)
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) g0[j][r] = g1[j][r] = u0[j][r] = u1[j][r] = _mm256_setzero_ps();
   Index k = 0;
-  for (; k + 1 < K; k += 2) {
+  for (; k + 1 < K; k += 2) {  // k-pair layouts decode each half with its own shift
+    if (ahead.lines) ahead.step();
 #pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) gate_up_step<1, 0>(A, 0, k, B[j], g0[j], g1[j], u0[j], u1[j]);
+    for (int j = 0; j < NP; ++j) gate_up_step<MR, 0>(A, lda, k, B[j], g0[j], g1[j], u0[j], u1[j]);
 #pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) gate_up_step<1, 1>(A, 0, k + 1, B[j], g0[j], g1[j], u0[j], u1[j]);
+    for (int j = 0; j < NP; ++j)
+      gate_up_step<MR, 1>(A, lda, k + 1, B[j], g0[j], g1[j], u0[j], u1[j]);
   }
   if (k < K)
 #pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) gate_up_step<1, 0>(A, 0, k, B[j], g0[j], g1[j], u0[j], u1[j]);
+    for (int j = 0; j < NP; ++j) gate_up_step<MR, 0>(A, lda, k, B[j], g0[j], g1[j], u0[j], u1[j]);
 #pragma GCC unroll 4
-  for (int j = 0; j < NP; ++j) {
-    _mm256_storeu_ps(G + j * kPanel, g0[j][0]);
-    _mm256_storeu_ps(G + j * kPanel + 8, g1[j][0]);
-    _mm256_storeu_ps(U + j * kPanel, u0[j][0]);
-    _mm256_storeu_ps(U + j * kPanel + 8, u1[j][0]);
-  }
+  for (int j = 0; j < NP; ++j)
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      _mm256_storeu_ps(G + r * ldo + j * kPanel, g0[j][r]);
+      _mm256_storeu_ps(G + r * ldo + j * kPanel + 8, g1[j][r]);
+      _mm256_storeu_ps(U + r * ldo + j * kPanel, u0[j][r]);
+      _mm256_storeu_ps(U + r * ldo + j * kPanel + 8, u1[j][r]);
+    }
 }
-template <int NP, class Src>
-MOEKIT_TARGET_AVX2 inline void down_row(const float* A, Index K, const Src (&B)[NP], float* Y) {
-  __m256 y0[NP][1], y1[NP][1];
+
+template <int MR, int NP, class Src>
+MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K,
+                                         const Panels<NP, Src>& B, float* Y, Index ldy,
+                                         Ahead ahead) {
+  __m256 y0[NP][MR], y1[NP][MR];
 #pragma GCC unroll 4
-  for (int j = 0; j < NP; ++j) y0[j][0] = y1[j][0] = _mm256_setzero_ps();
+  for (int j = 0; j < NP; ++j)
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) y0[j][r] = y1[j][r] = _mm256_setzero_ps();
   Index k = 0;
   for (; k + 1 < K; k += 2) {
+    if (ahead.lines) ahead.step();
 #pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) down_step<1, 0>(A, 0, k, B[j], y0[j], y1[j]);
+    for (int j = 0; j < NP; ++j) down_step<MR, 0>(A, lda, k, B[j], y0[j], y1[j]);
 #pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) down_step<1, 1>(A, 0, k + 1, B[j], y0[j], y1[j]);
+    for (int j = 0; j < NP; ++j) down_step<MR, 1>(A, lda, k + 1, B[j], y0[j], y1[j]);
   }
   if (k < K)
 #pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) down_step<1, 0>(A, 0, k, B[j], y0[j], y1[j]);
+    for (int j = 0; j < NP; ++j) down_step<MR, 0>(A, lda, k, B[j], y0[j], y1[j]);
 #pragma GCC unroll 4
-  for (int j = 0; j < NP; ++j) {
-    _mm256_storeu_ps(Y + j * kPanel, y0[j][0]);
-    _mm256_storeu_ps(Y + j * kPanel + 8, y1[j][0]);
-  }
+  for (int j = 0; j < NP; ++j)
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      _mm256_storeu_ps(Y + r * ldy + j * kPanel, y0[j][r]);
+      _mm256_storeu_ps(Y + r * ldy + j * kPanel + 8, y1[j][r]);
+    }
 }
-constexpr int kGateUpRowPanels = 2;  // 8 accumulators
-constexpr int kDownRowPanels = 4;    // 8 accumulators
+
+// Panels p .. p + NP - 1 of a bank as one tile's sources.
+template <int NP, class Bank>
+inline auto panels_from(const Bank& bank, Index p) {
+  Panels<NP, decltype(bank(0))> b{};
+  for (int j = 0; j < NP; ++j) b[static_cast<std::size_t>(j)] = bank(p + j);
+  return b;
+}
+constexpr int kGateUpRowPanels = 2;  // one row: 8 accumulators
+constexpr int kDownRowPanels = 4;    // one row: 8 accumulators
 
 // Per-thread buffer of one panel decoded to f32 (prefill).
 struct DecodedPanelTag;
@@ -269,21 +255,21 @@ MOEKIT_TARGET_AVX2 inline void gate_up_rows(Index mr, const float* a, Index lda,
                                             const Src& B, float* g, float* u, Index ld,
                                             const Ahead& ahead) {
   switch (mr) {
-    case 3: return gate_up_tile<3>(a, lda, K, B, g, u, ld, ahead);
-    case 2: return gate_up_tile<2>(a, lda, K, B, g, u, ld, ahead);
-    default: return gate_up_tile<1>(a, lda, K, B, g, u, ld, ahead);
+    case 3: return gate_up_tile<3, 1>(a, lda, K, Panels<1, Src>{B}, g, u, ld, ahead);
+    case 2: return gate_up_tile<2, 1>(a, lda, K, Panels<1, Src>{B}, g, u, ld, ahead);
+    default: return gate_up_tile<1, 1>(a, lda, K, Panels<1, Src>{B}, g, u, ld, ahead);
   }
 }
 template <class Src>
 MOEKIT_TARGET_AVX2 inline void down_rows(Index mr, const float* a, Index lda, Index K, const Src& B,
                                          float* y, Index ld, const Ahead& ahead) {
   switch (mr) {
-    case 6: return down_tile<6>(a, lda, K, B, y, ld, ahead);
-    case 5: return down_tile<5>(a, lda, K, B, y, ld, ahead);
-    case 4: return down_tile<4>(a, lda, K, B, y, ld, ahead);
-    case 3: return down_tile<3>(a, lda, K, B, y, ld, ahead);
-    case 2: return down_tile<2>(a, lda, K, B, y, ld, ahead);
-    default: return down_tile<1>(a, lda, K, B, y, ld, ahead);
+    case 6: return down_tile<6, 1>(a, lda, K, Panels<1, Src>{B}, y, ld, ahead);
+    case 5: return down_tile<5, 1>(a, lda, K, Panels<1, Src>{B}, y, ld, ahead);
+    case 4: return down_tile<4, 1>(a, lda, K, Panels<1, Src>{B}, y, ld, ahead);
+    case 3: return down_tile<3, 1>(a, lda, K, Panels<1, Src>{B}, y, ld, ahead);
+    case 2: return down_tile<2, 1>(a, lda, K, Panels<1, Src>{B}, y, ld, ahead);
+    default: return down_tile<1, 1>(a, lda, K, Panels<1, Src>{B}, y, ld, ahead);
   }
 }
 
@@ -301,11 +287,9 @@ MOEKIT_TARGET_AVX2 inline void gate_up_panels(const float* A, Index lda, Index m
   Index p = c0 / kPanel;
   constexpr int NP = kGateUpRowPanels;
   if (m == 1)  // one row: NP full panels at a time while they last
-    for (; (p + NP) * kPanel <= c1; p += NP) {
-      Src Bs[NP] = {};
-      for (int j = 0; j < NP; ++j) Bs[j] = bank(p + j);
-      gate_up_row<NP>(A, K, Bs, G + p * kPanel, U + p * kPanel);
-    }
+    for (; (p + NP) * kPanel <= c1; p += NP)
+      gate_up_tile<1, NP>(A, lda, K, panels_from<NP>(bank, p), G + p * kPanel, U + p * kPanel, ldo,
+                          Ahead{});
   for (; p * kPanel < c1; ++p) {
     const Src B = bank(p);
     if (decode) decode_panel<W>(B, K, dec);
@@ -349,11 +333,8 @@ MOEKIT_TARGET_AVX2 inline void matmul_panels(const float* A, Index lda, Index m,
   Index p = c0 / kPanel;
   constexpr int NP = kDownRowPanels;
   if (m == 1)  // one row: NP full panels at a time while they last
-    for (; (p + NP) * kPanel <= c1; p += NP) {
-      Src Bs[NP] = {};
-      for (int j = 0; j < NP; ++j) Bs[j] = bank(p + j);
-      down_row<NP>(A, K, Bs, Y + p * kPanel);
-    }
+    for (; (p + NP) * kPanel <= c1; p += NP)
+      down_tile<1, NP>(A, lda, K, panels_from<NP>(bank, p), Y + p * kPanel, ldy, Ahead{});
   for (; p * kPanel < c1; ++p) {
     const Src B = bank(p);
     if (decode) decode_panel<W>(B, K, dec);
