@@ -67,16 +67,25 @@ struct MergeOptions {
   Index rank = 0;
   RouterRowMerge router_rows = RouterRowMerge::mean;
 
-  MergeOptions& with_method(MergeMethod m) { method = m; return *this; }
-  MergeOptions& with_rank(Index r) { rank = r; return *this; }
-  MergeOptions& with_router_rows(RouterRowMerge r) { router_rows = r; return *this; }
+  MergeOptions& with_method(MergeMethod m) {
+    method = m;
+    return *this;
+  }
+  MergeOptions& with_rank(Index r) {
+    rank = r;
+    return *this;
+  }
+  MergeOptions& with_router_rows(RouterRowMerge r) {
+    router_rows = r;
+    return *this;
+  }
 };
 
 /// A merged weight and its Sub-MoE factors: merged = u_sigma · v_merged.transpose().
 struct SubspaceMerge {
-  Matrix merged;              ///< [out, in]
-  Eigen::MatrixXd u_sigma;    ///< [out, r] shared U_r Σ_r
-  Eigen::MatrixXd v_merged;   ///< [in, r]  Σ_j α_j V_{j,r}
+  Matrix merged;             ///< [out, in]
+  Eigen::MatrixXd u_sigma;   ///< [out, r] shared U_r Σ_r
+  Eigen::MatrixXd v_merged;  ///< [in, r]  Σ_j α_j V_{j,r}
   Index rank = 0;
 };
 
@@ -94,7 +103,8 @@ SubspaceMerge subspace_merge(const std::vector<Matrix>& members, const std::vect
   detail::require_size("subspace merge alpha", static_cast<Index>(alpha.size()),
                        static_cast<Index>(members.size()));
   detail::require(rank >= 0, "subspace merge rank: expected >= 0, got ", rank);
-  const Index out = members[0].rows(), in = members[0].cols(), n = static_cast<Index>(members.size());
+  const Index out = members[0].rows(), in = members[0].cols(),
+              n = static_cast<Index>(members.size());
   MatrixR A(out, n * in);  // [out, n·in]
   for (Index j = 0; j < n; ++j) {
     const Matrix& W = members[static_cast<std::size_t>(j)];
@@ -117,12 +127,14 @@ SubspaceMerge subspace_merge(const std::vector<Matrix>& members, const std::vect
 namespace detail {
 
 /// Validated clusters: members[c] = expert ids of cluster c (increasing), K = max id + 1.
-inline std::vector<std::vector<std::int32_t>> cluster_members(const std::vector<std::int32_t>& assignment,
-                                                              Index E) {
-  detail::require_size("cluster assignment (one entry per expert)", static_cast<Index>(assignment.size()), E);
+inline std::vector<std::vector<std::int32_t>> cluster_members(
+    const std::vector<std::int32_t>& assignment, Index E) {
+  detail::require_size("cluster assignment (one entry per expert)",
+                       static_cast<Index>(assignment.size()), E);
   std::int32_t K = 0;
   for (const std::int32_t c : assignment) {
-    detail::require(c >= 0 && c < E, "cluster assignment: expected cluster ids in [0, ", E, "), got ", c);
+    detail::require(c >= 0 && c < E, "cluster assignment: expected cluster ids in [0, ", E,
+                    "), got ", c);
     K = std::max(K, c + 1);
   }
   std::vector<std::vector<std::int32_t>> members(static_cast<std::size_t>(K));
@@ -150,13 +162,14 @@ inline void check_frequency(const std::vector<double>& frequency, Index E) {
   detail::require_size("expert frequency", static_cast<Index>(frequency.size()), E);
   for (std::size_t e = 0; e < frequency.size(); ++e)
     detail::require(std::isfinite(frequency[e]) && frequency[e] >= 0.0,
-                    "expert frequency: expected finite values >= 0, got ", frequency[e], " for expert ", e);
+                    "expert frequency: expected finite values >= 0, got ", frequency[e],
+                    " for expert ", e);
 }
 
 /// Merges one weight kind given per-expert views: get(e) -> [out, in].
 template <class Get>
-Matrix merge_kind(const std::vector<std::int32_t>& members, const std::vector<double>& alpha, Get get,
-                  const MergeOptions& opt) {
+Matrix merge_kind(const std::vector<std::int32_t>& members, const std::vector<double>& alpha,
+                  Get get, const MergeOptions& opt) {
   if (members.size() == 1) return get(members[0]);
   if (opt.method == MergeMethod::subspace) {
     std::vector<Matrix> ws;
@@ -164,7 +177,8 @@ Matrix merge_kind(const std::vector<std::int32_t>& members, const std::vector<do
     return subspace_merge(ws, alpha, opt.rank).merged;
   }
   Eigen::MatrixXd acc = Eigen::MatrixXd::Zero(get(members[0]).rows(), get(members[0]).cols());
-  for (std::size_t j = 0; j < members.size(); ++j) acc += alpha[j] * get(members[j]).template cast<double>();
+  for (std::size_t j = 0; j < members.size(); ++j)
+    acc += alpha[j] * get(members[j]).template cast<double>();
   return acc.cast<float>();
 }
 
@@ -175,14 +189,15 @@ inline Matrix merge_rows(const Matrix& m, const std::vector<std::vector<std::int
   Matrix out(static_cast<Index>(members.size()), m.cols());
   for (std::size_t c = 0; c < members.size(); ++c) {
     Eigen::RowVectorXd acc = Eigen::RowVectorXd::Zero(m.cols());
-    for (std::size_t j = 0; j < members[c].size(); ++j) acc += alpha[c][j] * m.row(members[c][j]).cast<double>();
+    for (std::size_t j = 0; j < members[c].size(); ++j)
+      acc += alpha[c][j] * m.row(members[c][j]).cast<double>();
     out.row(static_cast<Index>(c)) = acc.cast<float>();
   }
   return out;
 }
 
-inline std::vector<std::vector<double>> all_alpha(const std::vector<std::vector<std::int32_t>>& members,
-                                                  const std::vector<double>& frequency) {
+inline std::vector<std::vector<double>> all_alpha(
+    const std::vector<std::vector<std::int32_t>>& members, const std::vector<double>& frequency) {
   std::vector<std::vector<double>> a;
   for (const auto& m : members) a.push_back(member_alpha(m, frequency));
   return a;
@@ -192,7 +207,8 @@ inline std::vector<std::vector<double>> all_alpha(const std::vector<std::vector<
 
 /// The gated bank with each cluster merged into one expert (cluster c -> expert c).
 template <class Gate>
-GatedExperts<Gate> merge_expert_weights(const GatedExperts<Gate>& bank, const std::vector<std::int32_t>& assignment,
+GatedExperts<Gate> merge_expert_weights(const GatedExperts<Gate>& bank,
+                                        const std::vector<std::int32_t>& assignment,
                                         const std::vector<double>& frequency,
                                         const MergeOptions& options = MergeOptions()) {
   const auto members = detail::cluster_members(assignment, bank.num_experts());
@@ -203,12 +219,16 @@ GatedExperts<Gate> merge_expert_weights(const GatedExperts<Gate>& bank, const st
   for (Index c = 0; c < K; ++c) {
     const auto& m = members[static_cast<std::size_t>(c)];
     const auto& a = alpha[static_cast<std::size_t>(c)];
-    gate.middleRows(c * f, f) = detail::merge_kind(m, a, [&](std::int32_t e) { return Matrix(bank.gate(e)); }, options);
-    up.middleRows(c * f, f) = detail::merge_kind(m, a, [&](std::int32_t e) { return Matrix(bank.up(e)); }, options);
-    down.middleRows(c * d, d) = detail::merge_kind(m, a, [&](std::int32_t e) { return Matrix(bank.down(e)); }, options);
+    gate.middleRows(c * f, f) = detail::merge_kind(
+        m, a, [&](std::int32_t e) { return Matrix(bank.gate(e)); }, options);
+    up.middleRows(c * f, f) = detail::merge_kind(
+        m, a, [&](std::int32_t e) { return Matrix(bank.up(e)); }, options);
+    down.middleRows(c * d, d) = detail::merge_kind(
+        m, a, [&](std::int32_t e) { return Matrix(bank.down(e)); }, options);
   }
   GatedExperts<Gate> out(K, std::move(gate), std::move(up), std::move(down), bank.gate_fn());
-  out.set_biases(detail::merge_rows(bank.gate_bias(), members, alpha), detail::merge_rows(bank.up_bias(), members, alpha),
+  out.set_biases(detail::merge_rows(bank.gate_bias(), members, alpha),
+                 detail::merge_rows(bank.up_bias(), members, alpha),
                  detail::merge_rows(bank.down_bias(), members, alpha));
   out.set_output_scale(bank.output_scale());
   if (!bank.uses_packed_kernels()) out.use_packed_kernels(false);
@@ -217,7 +237,8 @@ GatedExperts<Gate> merge_expert_weights(const GatedExperts<Gate>& bank, const st
 
 /// The MLP bank with each cluster merged into one expert.
 template <class Act>
-MlpExperts<Act> merge_expert_weights(const MlpExperts<Act>& bank, const std::vector<std::int32_t>& assignment,
+MlpExperts<Act> merge_expert_weights(const MlpExperts<Act>& bank,
+                                     const std::vector<std::int32_t>& assignment,
                                      const std::vector<double>& frequency,
                                      const MergeOptions& options = MergeOptions()) {
   const auto members = detail::cluster_members(assignment, bank.num_experts());
@@ -228,11 +249,14 @@ MlpExperts<Act> merge_expert_weights(const MlpExperts<Act>& bank, const std::vec
   for (Index c = 0; c < K; ++c) {
     const auto& m = members[static_cast<std::size_t>(c)];
     const auto& a = alpha[static_cast<std::size_t>(c)];
-    w_in.middleRows(c * f, f) = detail::merge_kind(m, a, [&](std::int32_t e) { return Matrix(bank.w_in(e)); }, options);
-    w_out.middleRows(c * d, d) = detail::merge_kind(m, a, [&](std::int32_t e) { return Matrix(bank.w_out(e)); }, options);
+    w_in.middleRows(c * f, f) = detail::merge_kind(
+        m, a, [&](std::int32_t e) { return Matrix(bank.w_in(e)); }, options);
+    w_out.middleRows(c * d, d) = detail::merge_kind(
+        m, a, [&](std::int32_t e) { return Matrix(bank.w_out(e)); }, options);
   }
   MlpExperts<Act> out(K, std::move(w_in), std::move(w_out), bank.activation());
-  out.set_biases(detail::merge_rows(bank.in_bias(), members, alpha), detail::merge_rows(bank.out_bias(), members, alpha));
+  out.set_biases(detail::merge_rows(bank.in_bias(), members, alpha),
+                 detail::merge_rows(bank.out_bias(), members, alpha));
   out.set_output_scale(bank.output_scale());
   return out;
 }
@@ -247,8 +271,9 @@ Router<Scoring, Selection> merge_router(const Router<Scoring, Selection>& router
   const auto members = detail::cluster_members(assignment, E);
   detail::check_frequency(frequency, E);
   const Index K = static_cast<Index>(members.size());
-  detail::require(K + N >= router.top_k(), "merged router: expected at least top_k = ", router.top_k(),
-                  " clusters (with ", N, " null experts), got ", K);
+  detail::require(K + N >= router.top_k(),
+                  "merged router: expected at least top_k = ", router.top_k(), " clusters (with ",
+                  N, " null experts), got ", K);
   std::vector<std::vector<double>> alpha = detail::all_alpha(members, frequency);
   if (options.router_rows == RouterRowMerge::mean)
     for (auto& a : alpha)
@@ -262,17 +287,20 @@ Router<Scoring, Selection> merge_router(const Router<Scoring, Selection>& router
   }
   const Matrix w = detail::merge_rows(router.weight(), all_members, all_alpha);
   Vector bias;
-  if (router.bias().size()) bias = detail::merge_rows(Matrix(router.bias()), all_members, all_alpha).col(0);
+  if (router.bias().size())
+    bias = detail::merge_rows(Matrix(router.bias()), all_members, all_alpha).col(0);
   Router<Scoring, Selection> out(w, router.options(), std::move(bias), router.selection());
   if (router.correction_bias().size())
-    out.set_correction_bias(detail::merge_rows(Matrix(router.correction_bias()), members, alpha).col(0));
+    out.set_correction_bias(
+        detail::merge_rows(Matrix(router.correction_bias()), members, alpha).col(0));
   return out;
 }
 
 /// A new block with one expert per cluster: merged weights and router (see
 /// the NOTE); shared experts, combine and block options copied unchanged.
 template <class R, class X, class C, class S>
-MoEBlock<R, X, C, S> merge_experts(const MoEBlock<R, X, C, S>& block, const std::vector<std::int32_t>& assignment,
+MoEBlock<R, X, C, S> merge_experts(const MoEBlock<R, X, C, S>& block,
+                                   const std::vector<std::int32_t>& assignment,
                                    const std::vector<double>& frequency,
                                    const MergeOptions& options = MergeOptions()) {
   MoEBlock<R, X, C, S> out(merge_router(block.router(), assignment, frequency, options),
