@@ -511,17 +511,19 @@ TEST(Quantize, DequantisedPanelIsTheMasters) {
       }
 }
 
-// The quantised entry points (fused on AVX-512, dequantise-then-f32 elsewhere)
-// against the f32 kernel of the same ISA on the dequantised panels: the same
-// weights, so the only difference is summation order (the same tolerance as
-// the f32 kernels), on row counts both sides of the wide-tile limit (6) and
-// the row tile (12), K across group boundaries, column ranges that end
-// mid-panel and start at a later panel.
+// The quantised entry points (fused on AVX-512, group-scaled on AVX2,
+// dequantise-then-f32 elsewhere) against a double product with the
+// dequantised masters: the same weights, so the only difference is f32
+// summation (AVX2 sums a · code per group of 32 k and scales each group sum:
+// a different order, the same tolerance as the f32 kernels), on row counts
+// both sides of the tile limits (3 gate/up, 6 down, 12), K across group
+// boundaries and odd, column ranges that end mid-panel and start at a later
+// panel (one row runs 2 gate/up or 4 down panels at once on AVX2: N 40-70).
 TEST_P(PerIsa, QuantizedKernelsMatchDequantizedF32) {
   const auto& k = kernels::active();
   for (int bits : {8, 4})
-    for (Index m : {1, 2, 6, 7, 12, 13})
-      for (Index K : {1, 31, 32, 33, 65})
+    for (Index m : {1, 2, 3, 4, 6, 7, 12, 13})
+      for (Index K : {1, 2, 31, 32, 33, 65, 96})
         for (Index N : {1, 15, 16, 17, 40, 64, 70}) {
           const QuantizedPanels q(random_matrix(N, K, static_cast<std::uint32_t>(N * 31 + K)),
                                   random_matrix(N, K, static_cast<std::uint32_t>(N * 37 + K)),
@@ -532,6 +534,47 @@ TEST_P(PerIsa, QuantizedKernelsMatchDequantizedF32) {
               std::to_string(bits) + " bits m=" + std::to_string(m) + " K=" + std::to_string(K) +
                   " N=" + std::to_string(N)));
         }
+}
+
+// The default quantised entry points on rows that hold a NaN, an infinity or
+// huge finite values: a non-finite input makes every output of its row
+// non-finite (AVX2's biased int4 codes give NaN where a product with the
+// dequantised weight gives an infinity: both say the row is invalid), huge
+// finite inputs (1e30: far from overflow after 32 products of codes up to 255)
+// stay within the f32 tolerance, and the other rows are not touched.
+TEST_P(PerIsa, QuantizedKernelsOnNonFiniteAndHugeRows) {
+  const auto& k = kernels::active();
+  const float nan = std::numeric_limits<float>::quiet_NaN(),
+              inf = std::numeric_limits<float>::infinity();
+  for (int bits : {8, 4})
+    for (Index m : {1, 5, 13}) {
+      const Index K = 70, N = 70;
+      const QuantizedPanels q(random_matrix(N, K, 91), random_matrix(N, K, 92), bits);
+      for (float bad : {nan, inf, -inf}) {
+        Matrix A = random_matrix(m, K, 93);
+        const Index r = m / 2;
+        A(r, 33) = bad;
+        Matrix Y(m, N), G(m, N), U(m, N);
+        k.matmul_quant(bits)(A.data(), K, m, K, q.c16.data(), q.s16.data(), N, 0, N, Y.data(), N);
+        k.gate_up_quant(bits)(A.data(), K, m, K, q.c32.data(), q.s32.data(), N, 0, N, G.data(),
+                              U.data(), N);
+        for (Index j = 0; j < N; ++j) {
+          ASSERT_FALSE(std::isfinite(Y(r, j))) << bits << " bits, m " << m << ", input " << bad;
+          ASSERT_FALSE(std::isfinite(G(r, j))) << bits << " bits, m " << m << ", input " << bad;
+          ASSERT_FALSE(std::isfinite(U(r, j))) << bits << " bits, m " << m << ", input " << bad;
+        }
+        for (Index i = 0; i < m; ++i)
+          if (i != r) {
+            ASSERT_TRUE(Y.row(i).allFinite()) << bits << " bits, row " << i;
+            ASSERT_TRUE(G.row(i).allFinite()) << bits << " bits, row " << i;
+            ASSERT_TRUE(U.row(i).allFinite()) << bits << " bits, row " << i;
+          }
+      }
+      const Matrix A = random_matrix(m, K, 94) * 1e30f;
+      ASSERT_NO_FATAL_FAILURE(check_quant_entry_points(
+          k.matmul_quant(bits), k.gate_up_quant(bits), A, A.cast<double>(), q,
+          std::to_string(bits) + " bits, huge rows, m=" + std::to_string(m)));
+    }
 }
 
 // The vdpbf16ps entry points for int8 / int4 (AVX-512 BF16 only) against a

@@ -19,7 +19,8 @@
 // master weights, so the reference and the kernels compute with exactly the
 // same weights. AVX-512 and AVX2 kernels decode the codes in registers as they
 // stream them (avx512/gemm_f32.hpp, avx512/gemm_bf16_dot.hpp,
-// avx2/gemm_f32.hpp); scalar and NEON dequantise one panel into a per-thread
+// avx2/quant_tiles.hpp: AVX2 sums a · code per group and applies the scale
+// once per group); scalar and NEON dequantise one panel into a per-thread
 // f32 buffer and run their f32 panel kernel on it (dispatch.hpp).
 #pragma once
 

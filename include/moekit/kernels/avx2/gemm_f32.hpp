@@ -1,225 +1,23 @@
 // SPDX-License-Identifier: MIT
-// AVX2 + FMA f32 kernels over packed weights (packing.hpp).
-//
-// NOTE: 16 ymm registers. Gate/up tiles are 3 rows x (16 gate + 16 up)
-// columns: 12 accumulators, the panel values taken as memory operands of the
-// FMAs. Down tiles are 6 rows x 16 columns: 12 accumulators. Column tails
-// (< 16) go through a small stack tile, then are copied.
+// AVX2 + FMA kernels over packed weights (packing.hpp, quantized.hpp): the
+// drivers that run the register tiles of tiles.hpp (f32 / bf16 / f16) and
+// quant_tiles.hpp (int8 / int4) over a matrix, panel by panel, and SiLU.
 #pragma once
 
 #include "../target.hpp"
 
 #ifdef MOEKIT_HAVE_X86_KERNELS
-#include <array>
 #include <cmath>
-
 #include <cstdint>
-
 #include <type_traits>
 
-#include "../../core/dtype.hpp"
 #include "../../core/scratch_arena.hpp"
-#include "../packing.hpp"
-#include "../quantized.hpp"
+#include "quant_tiles.hpp"
+#include "tiles.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
 namespace kernels {
 namespace avx2 {
-
-// Loads 8 weights as f32: float as is, bf16 by a 16-bit shift, f16 by F16C.
-MOEKIT_TARGET_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-MOEKIT_TARGET_AVX2 inline __m256 load8(const bf16* p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-MOEKIT_TARGET_AVX2 inline __m256 load8(const f16* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
-// The 8 weights at (k, columns off..off+7) of a panel with W values per
-// k-row. bf16 panels hold k-pairs (packing.hpp): a 32-bit lane carries the
-// even k in its low half and the odd k in its high half, so the value for k is
-// the lane shifted left by 16 (even) or 0 (odd), low half cleared.
-template <Index W, int P, class T>
-MOEKIT_TARGET_AVX2 inline __m256 weights8(const T* B, Index k, Index off) {
-  if constexpr (kPairedK<T>) {  // P = k & 1 picks the half of each pair
-    const __m256i pairs =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + (k >> 1) * 2 * W + 2 * off));
-    if constexpr (P == 0) return _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
-    return _mm256_castsi256_ps(
-        _mm256_and_si256(pairs, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
-  } else {
-    return load8(B + k * W + off);
-  }
-}
-
-// int8 / int4 panels (quantized.hpp) as weight sources: the 8 codes at
-// (k, off..off+7) decoded in registers and multiplied by their group scale,
-// which rounds exactly as the dequantised master weight does.
-template <int Bits>
-struct QuantPanel {
-  const std::uint8_t* codes;
-  const float* scales;
-};
-template <Index W, int P, int Bits>
-MOEKIT_TARGET_AVX2 inline __m256 weights8(const QuantPanel<Bits>& B, Index k, Index off) {
-  // Codes sit in k-pairs (quantized.hpp): 16-bit word j holds column off + j's
-  // pair; P = k & 1 picks its half.
-  __m256i q;
-  if constexpr (Bits == 8) {
-    const __m256i w = _mm256_cvtepi16_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.codes + (k >> 1) * 2 * W + 2 * off)));
-    q = P == 0 ? _mm256_srai_epi32(_mm256_slli_epi32(w, 24), 24) : _mm256_srai_epi32(w, 8);
-  } else {
-    // Pair elements [0, W) sit in the low nibbles of the W bytes, [W, 2W) in the high ones.
-    const Index half = off / (W / 2), col = off % (W / 2);
-    __m256i n = _mm256_cvtepu16_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.codes + (k >> 1) * W + 2 * col)));
-    const unsigned shift = 8u * P + (half ? 4u : 0u);
-    if (shift) n = _mm256_srli_epi32(n, static_cast<int>(shift));
-    q = _mm256_sub_epi32(_mm256_and_si256(n, _mm256_set1_epi32(0x0f)), _mm256_set1_epi32(8));
-  }
-  return _mm256_mul_ps(_mm256_cvtepi32_ps(q),
-                       _mm256_loadu_ps(B.scales + (k / kQuantGroup) * W + off));
-}
-
-// NOTE: a panel is read from memory by its first row tile and from L2 by the
-// others; left alone, memory sits idle while those run. So each row tile of a
-// panel asks for its share of the next panel's bytes (into L2), spread evenly
-// over its k-steps: with nt tiles, tile t fetches the t-th nt-th. With one
-// tile (decode) the hardware prefetcher keeps up alone (asking as well made
-// int4 decode ~25 % slower: olmoe T = 1).
-struct Ahead {
-  const char* line = nullptr;  // next line of this tile's share of the next panel
-  Index lines = 0, steps = 1;  // lines of the share, spread over this many k-pair steps
-  Index err = 0;               // Bresenham: no division in the k loop
-  // One k-pair step: after all `steps` calls, every line has been asked for.
-  __attribute__((always_inline)) void step() {  // prefetch is SSE: any x86-64
-    for (err += lines; err >= steps; err -= steps, line += 64) _mm_prefetch(line, _MM_HINT_T1);
-  }
-};
-
-// Tile t of nt's share of panel bytes [p, p + bytes), over K k-steps (none
-// for a null p).
-inline Ahead ahead_share(const char* p, Index bytes, Index t, Index nt, Index K) {
-  if (p == nullptr) return {};
-  const Index lines = (bytes + 63) / 64, l0 = t * lines / nt, l1 = (t + 1) * lines / nt;
-  return {p + l0 * 64, l1 - l0, (K + 1) / 2, 0};
-}
-
-constexpr int kGateUpRows = 3;
-constexpr int kDownRows = 6;
-
-// One k of a tile (P = k & 1): the weights of the panel, then MR rows of FMAs.
-template <int MR, int P, class Src>
-MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void gate_up_step(
-    const float* A, Index lda, Index k, const Src& B, __m256 (&g0)[MR], __m256 (&g1)[MR],
-    __m256 (&u0)[MR], __m256 (&u1)[MR]) {
-  const __m256 bg0 = weights8<32, P>(B, k, 0), bg1 = weights8<32, P>(B, k, 8);
-  const __m256 bu0 = weights8<32, P>(B, k, 16), bu1 = weights8<32, P>(B, k, 24);
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
-    g0[r] = _mm256_fmadd_ps(a, bg0, g0[r]);
-    g1[r] = _mm256_fmadd_ps(a, bg1, g1[r]);
-    u0[r] = _mm256_fmadd_ps(a, bu0, u0[r]);
-    u1[r] = _mm256_fmadd_ps(a, bu1, u1[r]);
-  }
-}
-template <int MR, int P, class Src>
-MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void down_step(const float* A, Index lda,
-                                                                        Index k, const Src& B,
-                                                                        __m256 (&y0)[MR],
-                                                                        __m256 (&y1)[MR]) {
-  const __m256 b0 = weights8<16, P>(B, k, 0), b1 = weights8<16, P>(B, k, 8);
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
-    y0[r] = _mm256_fmadd_ps(a, b0, y0[r]);
-    y1[r] = _mm256_fmadd_ps(a, b1, y1[r]);
-  }
-}
-
-// NOTE: one row (decode) against one panel gives each 8 columns a single
-// chain of dependent FMAs, so the tile waits on the FMA latency: ~2 bytes of
-// int4 codes per cycle, short of the memory's ~3 per core (olmoe int4 T = 1
-// streamed 13.7 GB/s of 22.5). So a tile runs its MR rows against NP panels
-// at once (the one-row driver uses NP > 1: NP times the independent chains),
-// with output column block j at j * kPanel. Each column sums its k in order
-// whatever MR and NP are, so the bytes do not depend on them.
-template <int NP, class Src>
-using Panels = std::array<Src, NP>;
-
-template <int MR, int NP, class Src>
-MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K,
-                                            const Panels<NP, Src>& B, float* G, float* U, Index ldo,
-                                            Ahead ahead) {
-  __m256 g0[NP][MR], g1[NP][MR], u0[NP][MR], u1[NP][MR];
-#pragma GCC unroll 4
-  for (int j = 0; j < NP; ++j)
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) g0[j][r] = g1[j][r] = u0[j][r] = u1[j][r] = _mm256_setzero_ps();
-  Index k = 0;
-  for (; k + 1 < K; k += 2) {  // k-pair layouts decode each half with its own shift
-    if (ahead.lines) ahead.step();
-#pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) gate_up_step<MR, 0>(A, lda, k, B[j], g0[j], g1[j], u0[j], u1[j]);
-#pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j)
-      gate_up_step<MR, 1>(A, lda, k + 1, B[j], g0[j], g1[j], u0[j], u1[j]);
-  }
-  if (k < K)
-#pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) gate_up_step<MR, 0>(A, lda, k, B[j], g0[j], g1[j], u0[j], u1[j]);
-#pragma GCC unroll 4
-  for (int j = 0; j < NP; ++j)
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      _mm256_storeu_ps(G + r * ldo + j * kPanel, g0[j][r]);
-      _mm256_storeu_ps(G + r * ldo + j * kPanel + 8, g1[j][r]);
-      _mm256_storeu_ps(U + r * ldo + j * kPanel, u0[j][r]);
-      _mm256_storeu_ps(U + r * ldo + j * kPanel + 8, u1[j][r]);
-    }
-}
-
-template <int MR, int NP, class Src>
-MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K,
-                                         const Panels<NP, Src>& B, float* Y, Index ldy,
-                                         Ahead ahead) {
-  __m256 y0[NP][MR], y1[NP][MR];
-#pragma GCC unroll 4
-  for (int j = 0; j < NP; ++j)
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) y0[j][r] = y1[j][r] = _mm256_setzero_ps();
-  Index k = 0;
-  for (; k + 1 < K; k += 2) {
-    if (ahead.lines) ahead.step();
-#pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) down_step<MR, 0>(A, lda, k, B[j], y0[j], y1[j]);
-#pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) down_step<MR, 1>(A, lda, k + 1, B[j], y0[j], y1[j]);
-  }
-  if (k < K)
-#pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) down_step<MR, 0>(A, lda, k, B[j], y0[j], y1[j]);
-#pragma GCC unroll 4
-  for (int j = 0; j < NP; ++j)
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      _mm256_storeu_ps(Y + r * ldy + j * kPanel, y0[j][r]);
-      _mm256_storeu_ps(Y + r * ldy + j * kPanel + 8, y1[j][r]);
-    }
-}
-
-// Panels p .. p + NP - 1 of a bank as one tile's sources.
-template <int NP, class Bank>
-inline auto panels_from(const Bank& bank, Index p) {
-  Panels<NP, decltype(bank(0))> b{};
-  for (int j = 0; j < NP; ++j) b[static_cast<std::size_t>(j)] = bank(p + j);
-  return b;
-}
-constexpr int kGateUpRowPanels = 2;  // one row: 8 accumulators
-constexpr int kDownRowPanels = 4;    // one row: 8 accumulators
 
 // Per-thread buffer of one panel decoded to f32 (prefill).
 struct DecodedPanelTag;
@@ -227,7 +25,7 @@ struct DecodedPanelTag;
 // Panel p's weights as f32 [K, W] in out (the values weights8 gives, so a tile
 // over the decoded panel computes the same bytes as one over the source).
 template <Index W, class Src>
-MOEKIT_TARGET_AVX2 inline void decode_panel(const Src& B, Index K, float* out) {
+MOEKIT_TARGET_AVX2 inline const float* decode_panel(const Src& B, Index K, float* out) {
   Index k = 0;
   for (; k + 1 < K; k += 2)
 #pragma GCC unroll 4
@@ -238,6 +36,7 @@ MOEKIT_TARGET_AVX2 inline void decode_panel(const Src& B, Index K, float* out) {
   if (k < K)
     for (Index off = 0; off < W; off += 8)
       _mm256_store_ps(out + k * W + off, weights8<W, 0>(B, k, off));
+  return out;
 }
 
 // NOTE: bf16 / f16 / int8 / int4 panels cost 2-8 extra instructions per 8
@@ -245,31 +44,100 @@ MOEKIT_TARGET_AVX2 inline void decode_panel(const Src& B, Index K, float* out) {
 // hide (bf16 prefill ran at ~45 % of the FMA peak against f32's ~70 %). With
 // more rows than one tile, each panel is decoded once into an f32 buffer
 // (256 KiB at K = 2048: L2) and every row tile runs the f32 tile over it. The
-// decoded values are exactly weights8's, so the bytes do not change.
+// decoded values are exactly weights8's (int8 / int4: code_vector's), so
+// the bytes do not change.
 template <class Src>
 inline constexpr bool kDecodeOnce = !std::is_same_v<Src, const float*>;
+
+// The tile for a source: group-scaled for int8 / int4, plain otherwise.
+template <int MR, int NP, class Src>
+MOEKIT_TARGET_AVX2 inline void gate_up_tile_for(const float* A, Index lda, Index K,
+                                                const Panels<NP, Src>& B, float* G, float* U,
+                                                Index ldo, Ahead ahead, GroupCorrections corr) {
+  if constexpr (kGroupScaled<Src>)
+    group_scaled_tile<MR, 4, NP>(A, lda, K, B, G, U, ldo, ahead, corr);
+  else
+    gate_up_tile<MR, NP>(A, lda, K, B, G, U, ldo, ahead);
+}
+template <int MR, int NP, class Src>
+MOEKIT_TARGET_AVX2 inline void down_tile_for(const float* A, Index lda, Index K,
+                                             const Panels<NP, Src>& B, float* Y, Index ldy,
+                                             Ahead ahead, GroupCorrections corr) {
+  if constexpr (kGroupScaled<Src>)
+    group_scaled_tile<MR, 2, NP>(A, lda, K, B, Y, nullptr, ldy, ahead, corr);
+  else
+    down_tile<MR, NP>(A, lda, K, B, Y, ldy, ahead);
+}
 
 // One row tile of mr (<= kGateUpRows / kDownRows) rows.
 template <class Src>
 MOEKIT_TARGET_AVX2 inline void gate_up_rows(Index mr, const float* a, Index lda, Index K,
                                             const Src& B, float* g, float* u, Index ld,
-                                            const Ahead& ahead) {
+                                            const Ahead& ahead, GroupCorrections c) {
+  const Panels<1, Src> b{B};
   switch (mr) {
-    case 3: return gate_up_tile<3, 1>(a, lda, K, Panels<1, Src>{B}, g, u, ld, ahead);
-    case 2: return gate_up_tile<2, 1>(a, lda, K, Panels<1, Src>{B}, g, u, ld, ahead);
-    default: return gate_up_tile<1, 1>(a, lda, K, Panels<1, Src>{B}, g, u, ld, ahead);
+    case 3: return gate_up_tile_for<3, 1>(a, lda, K, b, g, u, ld, ahead, c);
+    case 2: return gate_up_tile_for<2, 1>(a, lda, K, b, g, u, ld, ahead, c);
+    default: return gate_up_tile_for<1, 1>(a, lda, K, b, g, u, ld, ahead, c);
   }
 }
 template <class Src>
 MOEKIT_TARGET_AVX2 inline void down_rows(Index mr, const float* a, Index lda, Index K, const Src& B,
-                                         float* y, Index ld, const Ahead& ahead) {
+                                         float* y, Index ld, const Ahead& ahead,
+                                         GroupCorrections c) {
+  const Panels<1, Src> b{B};
   switch (mr) {
-    case 6: return down_tile<6, 1>(a, lda, K, Panels<1, Src>{B}, y, ld, ahead);
-    case 5: return down_tile<5, 1>(a, lda, K, Panels<1, Src>{B}, y, ld, ahead);
-    case 4: return down_tile<4, 1>(a, lda, K, Panels<1, Src>{B}, y, ld, ahead);
-    case 3: return down_tile<3, 1>(a, lda, K, Panels<1, Src>{B}, y, ld, ahead);
-    case 2: return down_tile<2, 1>(a, lda, K, Panels<1, Src>{B}, y, ld, ahead);
-    default: return down_tile<1, 1>(a, lda, K, Panels<1, Src>{B}, y, ld, ahead);
+    case 6: return down_tile_for<6, 1>(a, lda, K, b, y, ld, ahead, c);
+    case 5: return down_tile_for<5, 1>(a, lda, K, b, y, ld, ahead, c);
+    case 4: return down_tile_for<4, 1>(a, lda, K, b, y, ld, ahead, c);
+    case 3: return down_tile_for<3, 1>(a, lda, K, b, y, ld, ahead, c);
+    case 2: return down_tile_for<2, 1>(a, lda, K, b, y, ld, ahead, c);
+    default: return down_tile_for<1, 1>(a, lda, K, b, y, ld, ahead, c);
+  }
+}
+
+// Row tiles of m rows against one panel (source B, panel p) into its ncols
+// columns; next / next_bytes: the next panel's bytes, for the tiles to ask for.
+template <class Src>
+MOEKIT_TARGET_AVX2 inline void gate_up_panel_rows(const float* A, Index lda, Index m, Index K,
+                                                  const Src& B, Index p, Index ncols,
+                                                  const char* next, Index next_bytes, float* G,
+                                                  float* U, Index ldo, GroupCorrections corr) {
+  const Index nt = (m + kGateUpRows - 1) / kGateUpRows;
+  const bool full = ncols == kPanel;
+  alignas(32) float tg[kGateUpRows * kPanel], tu[kGateUpRows * kPanel];
+  for (Index i = 0; i < m; i += kGateUpRows) {
+    const Index mr = (m - i) < kGateUpRows ? (m - i) : kGateUpRows;
+    float* g = full ? G + i * ldo + p * kPanel : tg;
+    float* u = full ? U + i * ldo + p * kPanel : tu;
+    const Index ld = full ? ldo : kPanel;
+    gate_up_rows(mr, A + i * lda, lda, K, B, g, u, ld,
+                 ahead_share(next, next_bytes, i / kGateUpRows, nt, K), corr.rows_from(i));
+    if (!full)
+      for (Index r = 0; r < mr; ++r)
+        for (Index j = 0; j < ncols; ++j) {
+          G[(i + r) * ldo + p * kPanel + j] = tg[r * kPanel + j];
+          U[(i + r) * ldo + p * kPanel + j] = tu[r * kPanel + j];
+        }
+  }
+}
+template <class Src>
+MOEKIT_TARGET_AVX2 inline void down_panel_rows(const float* A, Index lda, Index m, Index K,
+                                               const Src& B, Index p, Index ncols, const char* next,
+                                               Index next_bytes, float* Y, Index ldy,
+                                               GroupCorrections corr) {
+  const Index nt = (m + kDownRows - 1) / kDownRows;
+  const bool full = ncols == kPanel;
+  alignas(32) float ty[kDownRows * kPanel];
+  for (Index i = 0; i < m; i += kDownRows) {
+    const Index mr = (m - i) < kDownRows ? (m - i) : kDownRows;
+    float* y = full ? Y + i * ldy + p * kPanel : ty;
+    const Index ld = full ? ldy : kPanel;
+    down_rows(mr, A + i * lda, lda, K, B, y, ld,
+              ahead_share(next, next_bytes, i / kDownRows, nt, K), corr.rows_from(i));
+    if (!full)
+      for (Index r = 0; r < mr; ++r)
+        for (Index j = 0; j < ncols; ++j) Y[(i + r) * ldy + p * kPanel + j] = ty[r * kPanel + j];
   }
 }
 
@@ -283,39 +151,26 @@ MOEKIT_TARGET_AVX2 inline void gate_up_panels(const float* A, Index lda, Index m
   const Index nt = (m + kGateUpRows - 1) / kGateUpRows;  // row tiles per panel
   const bool decode = kDecodeOnce<Src> && nt > 1;
   float* dec = decode ? moekit::detail::thread_scratch<DecodedPanelTag, float>(K * W) : nullptr;
-  alignas(32) float tg[kGateUpRows * kPanel], tu[kGateUpRows * kPanel];
+  const GroupCorrections corr = group_corrections<Src>(A, lda, m, K);
   Index p = c0 / kPanel;
   constexpr int NP = kGateUpRowPanels;
   if (m == 1)  // one row: NP full panels at a time while they last
     for (; (p + NP) * kPanel <= c1; p += NP)
-      gate_up_tile<1, NP>(A, lda, K, panels_from<NP>(bank, p), G + p * kPanel, U + p * kPanel, ldo,
-                          Ahead{});
+      gate_up_tile_for<1, NP>(A, lda, K, panels_from<NP>(bank, p), G + p * kPanel, U + p * kPanel,
+                              ldo, Ahead{}, corr);
   for (; p * kPanel < c1; ++p) {
     const Src B = bank(p);
-    if (decode) decode_panel<W>(B, K, dec);
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     const bool last = (p + 1) * kPanel >= c1;
     const char* const next = last || nt == 1 ? nullptr : bank.bytes_of(p + 1);
     const Index next_bytes = next ? bank.size_of(p + 1) : 0;
-    for (Index i = 0; i < m; i += kGateUpRows) {
-      const Index mr = (m - i) < kGateUpRows ? (m - i) : kGateUpRows;
-      const float* a = A + i * lda;
-      const bool full = ncols == kPanel;
-      float* g = full ? G + i * ldo + p * kPanel : tg;
-      float* u = full ? U + i * ldo + p * kPanel : tu;
-      const Index ld = full ? ldo : kPanel;
-      const Ahead ahead = ahead_share(next, next_bytes, i / kGateUpRows, nt, K);
-      if (decode)
-        gate_up_rows(mr, a, lda, K, static_cast<const float*>(dec), g, u, ld, ahead);
-      else
-        gate_up_rows(mr, a, lda, K, B, g, u, ld, ahead);
-      if (!full)
-        for (Index r = 0; r < mr; ++r)
-          for (Index j = 0; j < ncols; ++j) {
-            G[(i + r) * ldo + p * kPanel + j] = tg[r * kPanel + j];
-            U[(i + r) * ldo + p * kPanel + j] = tu[r * kPanel + j];
-          }
-    }
+    if constexpr (kDecodeOnce<Src>)
+      if (decode) {
+        gate_up_panel_rows(A, lda, m, K, decode_panel<W>(B, K, dec), p, ncols, next, next_bytes, G,
+                           U, ldo, corr);
+        continue;
+      }
+    gate_up_panel_rows(A, lda, m, K, B, p, ncols, next, next_bytes, G, U, ldo, corr);
   }
 }
 
@@ -329,34 +184,25 @@ MOEKIT_TARGET_AVX2 inline void matmul_panels(const float* A, Index lda, Index m,
   const Index nt = (m + kDownRows - 1) / kDownRows;  // row tiles per panel
   const bool decode = kDecodeOnce<Src> && nt > 1;
   float* dec = decode ? moekit::detail::thread_scratch<DecodedPanelTag, float>(K * W) : nullptr;
-  alignas(32) float ty[kDownRows * kPanel];
+  const GroupCorrections corr = group_corrections<Src>(A, lda, m, K);
   Index p = c0 / kPanel;
   constexpr int NP = kDownRowPanels;
   if (m == 1)  // one row: NP full panels at a time while they last
     for (; (p + NP) * kPanel <= c1; p += NP)
-      down_tile<1, NP>(A, lda, K, panels_from<NP>(bank, p), Y + p * kPanel, ldy, Ahead{});
+      down_tile_for<1, NP>(A, lda, K, panels_from<NP>(bank, p), Y + p * kPanel, ldy, Ahead{}, corr);
   for (; p * kPanel < c1; ++p) {
     const Src B = bank(p);
-    if (decode) decode_panel<W>(B, K, dec);
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
     const bool last = (p + 1) * kPanel >= c1;
     const char* const next = last || nt == 1 ? nullptr : bank.bytes_of(p + 1);
     const Index next_bytes = next ? bank.size_of(p + 1) : 0;
-    for (Index i = 0; i < m; i += kDownRows) {
-      const Index mr = (m - i) < kDownRows ? (m - i) : kDownRows;
-      const float* a = A + i * lda;
-      const bool full = ncols == kPanel;
-      float* y = full ? Y + i * ldy + p * kPanel : ty;
-      const Index ld = full ? ldy : kPanel;
-      const Ahead ahead = ahead_share(next, next_bytes, i / kDownRows, nt, K);
-      if (decode)
-        down_rows(mr, a, lda, K, static_cast<const float*>(dec), y, ld, ahead);
-      else
-        down_rows(mr, a, lda, K, B, y, ld, ahead);
-      if (!full)
-        for (Index r = 0; r < mr; ++r)
-          for (Index j = 0; j < ncols; ++j) Y[(i + r) * ldy + p * kPanel + j] = ty[r * kPanel + j];
-    }
+    if constexpr (kDecodeOnce<Src>)
+      if (decode) {
+        down_panel_rows(A, lda, m, K, decode_panel<W>(B, K, dec), p, ncols, next, next_bytes, Y,
+                        ldy, corr);
+        continue;
+      }
+    down_panel_rows(A, lda, m, K, B, p, ncols, next, next_bytes, Y, ldy, corr);
   }
 }
 
