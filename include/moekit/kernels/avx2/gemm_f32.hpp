@@ -44,12 +44,12 @@ MOEKIT_TARGET_AVX2 inline const float* decode_panel(const Src& B, Index K, float
 // hide (bf16 prefill ran at ~45 % of the FMA peak against f32's ~70 %). With
 // more rows than one tile, each panel is decoded once into an f32 buffer
 // (256 KiB at K = 2048: L2) and every row tile runs the f32 tile over it. The
-// decoded values are exactly weights8's (int8 / int4: code_vector's), so
-// the bytes do not change.
+// decoded values are exactly weights8's (int4: code_vector's, for the same
+// group-scaled tile), so the bytes do not change.
 template <class Src>
 inline constexpr bool kDecodeOnce = !std::is_same_v<Src, const float*>;
 
-// The tile for a source: group-scaled for int8 / int4, plain otherwise.
+// The tile for a source: group-scaled for int4, plain otherwise.
 template <int MR, int NP, class Src>
 MOEKIT_TARGET_AVX2 inline void gate_up_tile_for(const float* A, Index lda, Index K,
                                                 const Panels<NP, Src>& B, float* G, float* U,
