@@ -96,8 +96,9 @@ int main() {
 
   // The widths the kernels run natively: int8 / int4 experts (symmetric, one f32 scale per 32
   // inputs), and how the activations meet them (Bf16Math): f32 (widen), rounded to bf16 (dot,
-  // vdpbf16ps) or quantised to int8 per 32 inputs (int8_dot, VNNI vpdpbusd). Where the CPU lacks
-  // an instruction the next option down runs; the last column says what ran.
+  // vdpbf16ps) or quantised to int8 per 32 inputs (int8_dot: vpdpbusd with AVX-512 VNNI, integer
+  // multiply-adds with AVX2). Where the CPU lacks an instruction the next option down runs; the
+  // last column says what ran.
   const Matrix y32 = block.forward(calib);
   std::printf("\n  %-26s %14s %14s  %s\n", "kernels: weights, math", "expert bytes", "output error",
               "ran");
@@ -113,9 +114,9 @@ int main() {
     for (const auto& m : maths) {
       q.experts().set_bf16_math(m.math);
       const double err = (q.forward(calib) - y32).norm() / y32.norm();
-      const char* ran = q.experts().quant_uses_vnni() ? "int8 x int8 (vpdpbusd)"
-                        : q.experts().bf16_uses_dot() ? "bf16 x bf16 (vdpbf16ps)"
-                                                      : "f32 x f32 (FMA)";
+      const char* ran = q.experts().quant_uses_int8_activations() ? "int8 x int8 (integer)"
+                        : q.experts().bf16_uses_dot()             ? "bf16 x bf16 (vdpbf16ps)"
+                                                                  : "f32 x f32 (FMA)";
       char name[40];
       std::snprintf(name, sizeof name, "%s, %s", moekit::dtype_name(t), m.name);
       std::printf("  %-26s %14lld %14.5f  %s\n", name,

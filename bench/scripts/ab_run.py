@@ -5,6 +5,9 @@
 #   bench/scripts/ab_run.py OLD_MOEKIT NEW_MOEKIT REPEATS CASE [CASE ...]
 # CASE: the arguments of one `moekit bench` run in quotes, e.g.
 #   "--shape deepseek-v2-lite --tokens 1 --dtype int4 --threads 2"
+# OLD / NEW may add arguments of their own to every case after the tool's
+# path, e.g. one build, two kinds of arithmetic:
+#   ab_run.py "build/tools/moekit --bf16-math dot" "build/tools/moekit --bf16-math int8_dot" 5 ...
 # Prints a markdown table: the median over REPEATS of each build's ms_median,
 # and old / new (> 1: the new build is faster).
 import json
@@ -14,7 +17,8 @@ import sys
 
 
 def run(tool, args):
-    out = subprocess.run([tool, "bench", *args.split(), "--json"], check=True,
+    path, *extra = tool.split()
+    out = subprocess.run([path, "bench", *args.split(), *extra, "--json"], check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out)["ms_median"]
 

@@ -436,17 +436,18 @@ TEST_P(PerIsa, BlockWithQuantizedWeights) {
       block.experts().set_bf16_math(moekit::Bf16Math::dot);
       EXPECT_TRUE(moekit_test::bit_identical(block.forward(x), y));
     }
-    // int8 activations (VNNI where the ISA has it, else the same as dot):
-    // each input off by up to max|a| / 254 of its group, where bf16 rounding
-    // is off by |a| · 2^-9, so a few times the dot bound (measured: 1.0e-2
-    // int8, 0.9e-2 int4 on this block).
+    // int8 activations (every x86 ISA; scalar and NEON widen): each input off
+    // by up to max|a| / 254 of its group, where bf16 rounding is off by
+    // |a| · 2^-9, so a few times the dot bound (measured: 1.0e-2 int8, 0.9e-2
+    // int4 on this block).
     block.experts().set_bf16_math(moekit::Bf16Math::int8_dot);
-    EXPECT_EQ(block.experts().quant_uses_vnni(), GetParam() == Isa::avx512_bf16);
+    EXPECT_EQ(block.experts().quant_uses_int8_activations(),
+              GetParam() != Isa::scalar && GetParam() != Isa::neon);
     const Matrix y8 = block.forward(x);
     const double err8 = moekit_test::max_abs_diff(y8, ref) / moekit_test::scale_of(ref);
-    EXPECT_LE(err8, block.experts().quant_uses_vnni() ? 3e-2
-                    : dot                             ? 1e-2
-                                                      : moekit_test::kBlockTolerance)
+    EXPECT_LE(err8, block.experts().quant_uses_int8_activations() ? 3e-2
+                    : dot                                         ? 1e-2
+                                                                  : moekit_test::kBlockTolerance)
         << moekit::dtype_name(t);
     Matrix y8t(40, 70);
     moekit::ThreadPoolExecutor pool2(2);
@@ -621,28 +622,29 @@ Eigen::MatrixXd int8_activations(const Matrix& A) {
   return out;
 }
 
-// The vpdpbusd entry points (AVX-512 VNNI only) against a double product of
-// the int8-quantised activations and the dequantised masters: the integer
-// sums are exact, so the only error is f32 rounding of scale products and of
-// the per-group total: 1e-5·sqrt(K) of the output scale. The same row counts,
-// K (odd K: a half-empty last k-quad) and column ranges as the dot test; a
-// row's bytes do not depend on the row count.
-TEST_P(PerIsa, QuantVnniKernelsAgainstQuantisedActivations) {
+// The int8-activation entry points (vpdpbusd with AVX-512 VNNI, integer
+// multiply-adds with AVX2) against a double product of the int8-quantised
+// activations and the dequantised masters: the integer sums are exact, so the
+// only error is f32 rounding of scale products and of the per-group total:
+// 1e-5·sqrt(K) of the output scale. The same row counts, K (odd K: a
+// half-empty last k-pair or k-quad; K = 97: a short last group) and column
+// ranges as the dot test; a row's bytes do not depend on the row count.
+TEST_P(PerIsa, QuantInt8ActivationKernelsAgainstQuantisedActivations) {
   const auto& k = kernels::active();
-  if (!k.has_vnni()) {
-    EXPECT_NE(GetParam(), Isa::avx512_bf16);
-    GTEST_SKIP() << "no VNNI on " << moekit::isa_name(GetParam());
+  if (!k.has_int8_activations()) {
+    EXPECT_TRUE(GetParam() == Isa::scalar || GetParam() == Isa::neon);
+    GTEST_SKIP() << "no int8-activation kernels on " << moekit::isa_name(GetParam());
   }
   for (int bits : {8, 4})
     for (Index m : {1, 3, 6, 7, 12, 13, 30})
-      for (Index K : {1, 2, 3, 5, 31, 32, 33, 64, 97})
+      for (Index K : {1, 2, 3, 5, 31, 32, 33, 64, 97, 300})
         for (Index N : {1, 15, 16, 17, 40, 64, 70}) {
           const QuantizedPanels q(random_matrix(N, K, static_cast<std::uint32_t>(N * 19 + K)),
                                   random_matrix(N, K, static_cast<std::uint32_t>(N * 23 + K)),
                                   bits);
           const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(7 * m + K));
           ASSERT_NO_FATAL_FAILURE(check_quant_entry_points(
-              k.matmul_quant_vnni(bits), k.gate_up_quant_vnni(bits), A, int8_activations(A), q,
+              k.matmul_quant_a8(bits), k.gate_up_quant_a8(bits), A, int8_activations(A), q,
               std::to_string(bits) + " bits m=" + std::to_string(m) + " K=" + std::to_string(K) +
                   " N=" + std::to_string(N)));
         }
@@ -673,27 +675,83 @@ TEST(Avx2Ahead, TileSharesCoverTheNextPanelOnce) {
   EXPECT_EQ(kernels::avx2::ahead_share(nullptr, 640, 0, 2, 64).lines, 0);
 }
 
-// The VNNI kernels' row quantiser gives quantize_activation_group's codes and
-// scales bit for bit (and the offset corrections from those codes): ties at
-// half steps, an all-zero group, subnormals (a group that small quantises to
-// zero), values just above that limit, huge values, a lone outlier, NaN and
-// infinity, K across group and quad boundaries.
-TEST_P(PerIsa, QuantVnniRowQuantiserIsTheScalarOne) {
-  if (!kernels::active().has_vnni()) GTEST_SKIP() << "no VNNI on " << moekit::isa_name(GetParam());
-  for (Index K : {1, 3, 4, 5, 31, 32, 33, 63, 64, 100}) {
-    const Index R = 9;
-    Matrix A = random_matrix(R, K, static_cast<std::uint32_t>(K));
-    for (Index k = 0; k < K; ++k) {
-      A(1, k) = static_cast<float>(k % 9) - 4.0f;  // max 4: a step of 4/127, values on and off it
-      A(2, k) = 0.0f;
-      A(3, k) = 1e-40f * static_cast<float>(k + 1);  // subnormal: below kActivationTiny, zeros
-      A(8, k) = 1e-36f * static_cast<float>(k % 3) - 1e-36f;  // just above it
-      A(4, k) = 3e38f * (k % 2 ? 1.0f : -1.0f);
-      A(5, k) = k == K / 2 ? 1e4f : A(5, k);
+// Rows that test an activation quantiser: ties at half steps, an all-zero
+// group, subnormals (a group that small quantises to zero), values just above
+// that limit, huge values, a lone outlier, NaN and infinity.
+Matrix quantiser_rows(Index K) {
+  Matrix A = random_matrix(9, K, static_cast<std::uint32_t>(K));
+  for (Index k = 0; k < K; ++k) {
+    A(1, k) = static_cast<float>(k % 9) - 4.0f;  // max 4: a step of 4/127, values on and off it
+    A(2, k) = 0.0f;
+    A(3, k) = 1e-40f * static_cast<float>(k + 1);  // subnormal: below kActivationTiny, zeros
+    A(8, k) = 1e-36f * static_cast<float>(k % 3) - 1e-36f;  // just above it
+    A(4, k) = 3e38f * (k % 2 ? 1.0f : -1.0f);
+    A(5, k) = k == K / 2 ? 1e4f : A(5, k);
+  }
+  A(1, 0) = 2.0f;  // 2 · (127 / 4) = 63.5: a tie, rounded to even
+  A(6, K - 1) = std::numeric_limits<float>::quiet_NaN();
+  A(7, 0) = -std::numeric_limits<float>::infinity();
+  return A;
+}
+
+// The AVX2 int8-activation kernels' row quantiser gives quantize_activation_group's
+// codes and scales bit for bit, in the k-pair words the tiles broadcast (int8
+// weights: two 16-bit codes; int4: the two code bytes twice), with int4's bias
+// corrections from those codes, K across group and pair boundaries.
+TEST(Avx2Int8, RowQuantiserIsTheScalarOne) {
+  const auto isas = moekit::available_isas();
+  if (std::find(isas.begin(), isas.end(), Isa::avx2) == isas.end()) GTEST_SKIP() << "no AVX2";
+  for (Index K : {1, 2, 3, 5, 31, 32, 33, 63, 64, 100}) {
+    const Matrix A = quantiser_rows(K);
+    const Index R = A.rows(), G = kernels::quant_groups(K), ld = G * kernels::kQuantGroup / 2;
+    for (int bits : {8, 4}) {
+      std::vector<std::uint32_t> words(static_cast<std::size_t>(R * ld), 0xdeadbeefu);
+      std::vector<float> scales(static_cast<std::size_t>(R * G));
+      std::vector<std::int32_t> corr(static_cast<std::size_t>(R * G));
+      (bits == 8 ? &kernels::avx2_int8::quantize_rows<8>
+                 : &kernels::avx2_int8::quantize_rows<4>)(A.data(), K, R, K, words.data(), ld,
+                                                          scales.data(), corr.data());
+      for (Index r = 0; r < R; ++r)
+        for (Index g = 0; g < G; ++g) {
+          const Index k0 = g * kernels::kQuantGroup, n = std::min(kernels::kQuantGroup, K - k0);
+          std::int8_t q[kernels::kQuantGroup] = {};  // zeros past n: the padding
+          const Matrix grp = A.block(r, k0, 1, n);
+          const float s = kernels::quantize_activation_group(grp.data(), n, q);
+          const std::size_t i = static_cast<std::size_t>(r * G + g);
+          if (std::isnan(s)) {
+            EXPECT_TRUE(std::isnan(scales[i])) << "row " << r << " K " << K;
+          } else {
+            EXPECT_EQ(scales[i], s) << "row " << r << " K " << K;
+          }
+          std::int32_t sum = 0;
+          for (Index j = 0; j < kernels::kQuantGroup; ++j) sum += q[j];
+          EXPECT_EQ(corr[i], bits == 4 ? -8 * sum : 0) << "row " << r << " K " << K;
+          for (Index kp = 0; kp < kernels::kQuantGroup / 2; ++kp) {
+            const std::uint32_t w = words[static_cast<std::size_t>(r * ld + g * 16 + kp)];
+            const auto lo = static_cast<std::uint8_t>(q[2 * kp]),
+                       hi = static_cast<std::uint8_t>(q[2 * kp + 1]);
+            const std::uint32_t expect =
+                bits == 8
+                    ? static_cast<std::uint16_t>(q[2 * kp]) |
+                          static_cast<std::uint32_t>(static_cast<std::uint16_t>(q[2 * kp + 1]))
+                              << 16
+                    : (lo | hi << 8) * 0x00010001u;
+            ASSERT_EQ(w, expect) << bits << " bits, row " << r << " k " << k0 + 2 * kp << " K "
+                                 << K;
+          }
+        }
     }
-    A(1, 0) = 2.0f;  // 2 · (127 / 4) = 63.5: a tie, rounded to even
-    A(6, K - 1) = std::numeric_limits<float>::quiet_NaN();
-    A(7, 0) = -std::numeric_limits<float>::infinity();
+  }
+}
+
+// The VNNI kernels' row quantiser gives quantize_activation_group's codes and
+// scales bit for bit (and the offset corrections from those codes), on the
+// rows of quantiser_rows, K across group and quad boundaries.
+TEST_P(PerIsa, QuantVnniRowQuantiserIsTheScalarOne) {
+  if (GetParam() != Isa::avx512_bf16) GTEST_SKIP() << "no VNNI on " << moekit::isa_name(GetParam());
+  for (Index K : {1, 3, 4, 5, 31, 32, 33, 63, 64, 100}) {
+    const Matrix A = quantiser_rows(K);
+    const Index R = A.rows();
     const Index K4 = (K + 3) / 4, G = kernels::quant_groups(K);
     for (std::int32_t offset : {128, 8}) {
       std::vector<std::uint32_t> codes(static_cast<std::size_t>(R * K4), 0xdeadbeefu);
@@ -728,12 +786,48 @@ TEST_P(PerIsa, QuantVnniRowQuantiserIsTheScalarOne) {
 }
 #endif
 
+// Bf16Math::int8_dot gives the same bytes on every ISA that has int8
+// activations (AVX2 integer multiply-adds, AVX-512 VNNI): the same codes, the
+// same exact integer group sums, the same f32 operations after them. Each
+// ISA's entry points against the first one's, on row counts that take the
+// one-row, tile and prefill paths and K with a short last group.
+TEST(Int8Activations, SameBytesOnEveryIsa) {
+  std::vector<Isa> isas;
+  for (Isa isa : moekit::available_isas())
+    if (kernels::table_for(isa).has_int8_activations()) isas.push_back(isa);
+  if (isas.size() < 2) GTEST_SKIP() << "fewer than two ISAs with int8 activations";
+  for (int bits : {8, 4})
+    for (Index m : {1, 5, 40})
+      for (Index K : {33, 100, 256}) {
+        const Index N = 70;
+        const QuantizedPanels w(random_matrix(N, K, 5), random_matrix(N, K, 6), bits);
+        const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(m + K));
+        std::vector<Matrix> out;
+        for (Isa isa : isas) {
+          const auto& k = kernels::table_for(isa);
+          Matrix Y(m, N), G(m, N), U(m, N);
+          k.matmul_quant_a8(bits)(A.data(), K, m, K, w.c16.data(), w.s16.data(), N, 0, N, Y.data(),
+                                  N);
+          k.gate_up_quant_a8(bits)(A.data(), K, m, K, w.c32.data(), w.s32.data(), N, 0, N, G.data(),
+                                   U.data(), N);
+          Matrix all(m, 3 * N);
+          all << Y, G, U;
+          out.push_back(all);
+        }
+        for (std::size_t i = 1; i < isas.size(); ++i)
+          EXPECT_TRUE(moekit_test::bit_identical(out[0], out[i]))
+              << moekit::isa_name(isas[i]) << " vs " << moekit::isa_name(isas[0]) << ", " << bits
+              << " bits m=" << m << " K=" << K;
+      }
+}
+
 // Quantising activations must not hide bad values or invent them: a row with
 // a NaN or an infinity gives NaN outputs (that row only), an all-zero row
 // gives zeros, and a row of huge values keeps its scale (no overflow).
-TEST_P(PerIsa, QuantVnniNonFiniteAndExtremeRows) {
+TEST_P(PerIsa, QuantInt8ActivationNonFiniteAndExtremeRows) {
   const auto& k = kernels::active();
-  if (!k.has_vnni()) GTEST_SKIP() << "no VNNI on " << moekit::isa_name(GetParam());
+  if (!k.has_int8_activations())
+    GTEST_SKIP() << "no int8-activation kernels on " << moekit::isa_name(GetParam());
   const Index K = 70, N = 40;
   Matrix A = random_matrix(5, K, 5);
   A(1, 40) = std::numeric_limits<float>::quiet_NaN();
@@ -743,9 +837,9 @@ TEST_P(PerIsa, QuantVnniNonFiniteAndExtremeRows) {
   for (int bits : {8, 4}) {
     const QuantizedPanels w(random_matrix(N, K, 3), random_matrix(N, K, 4), bits);
     Matrix Y(5, N), G(5, N), U(5, N);
-    k.matmul_quant_vnni(bits)(A.data(), K, 5, K, w.c16.data(), w.s16.data(), N, 0, N, Y.data(), N);
-    k.gate_up_quant_vnni(bits)(A.data(), K, 5, K, w.c32.data(), w.s32.data(), N, 0, N, G.data(),
-                               U.data(), N);
+    k.matmul_quant_a8(bits)(A.data(), K, 5, K, w.c16.data(), w.s16.data(), N, 0, N, Y.data(), N);
+    k.gate_up_quant_a8(bits)(A.data(), K, 5, K, w.c32.data(), w.s32.data(), N, 0, N, G.data(),
+                             U.data(), N);
     for (const Matrix* out : {&Y, &G, &U}) {
       EXPECT_TRUE(out->row(0).allFinite()) << bits;
       EXPECT_TRUE(out->row(1).array().isNaN().all()) << bits;

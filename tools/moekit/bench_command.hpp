@@ -99,7 +99,7 @@ inline int bench_command(int argc, char** argv) {
       wt == moekit::Dtype::bf16 || wt == moekit::Dtype::i8 || wt == moekit::Dtype::i4;
   const bool quantized = wt == moekit::Dtype::i8 || wt == moekit::Dtype::i4;
   const char* math_used = !follows_math                                    ? "none"
-                          : quantized && block.experts().quant_uses_vnni() ? "int8_dot"
+                          : quantized && block.experts().quant_uses_int8_activations() ? "int8_dot"
                           : block.experts().bf16_uses_dot()                ? "dot"
                                                                            : "widen";
   if (S > 0) {

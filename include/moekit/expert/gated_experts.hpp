@@ -50,14 +50,15 @@ enum class Bf16Math {
   /// Weights widened (bf16) or dequantised (int8 / int4) to f32 as they load,
   /// f32 activations: f32 arithmetic on exactly the stored weights, on every ISA.
   widen,
-  /// int8 / int4 experts, where the CPU has AVX-512 VNNI (Isa::avx512_bf16):
-  /// activations quantised to int8 per group of 32 inputs (scale max|a| / 127,
-  /// kernels::quantize_activation_group), integer products summed exactly by
-  /// vpdpbusd (twice the multiply-adds of vdpbf16ps), each group's sum times
-  /// weight scale · activation scale in f32, as llama.cpp's q8_0 activations
-  /// compute. Faster prefill, larger error (an input is off by up to half its
-  /// group's step, max|a| / 254, where bf16 is off by |a| · 2^-9). bf16 experts
-  /// compute as with dot; elsewhere: dot, else widen.
+  /// int8 / int4 experts on x86 (Isa::avx2 and up): activations quantised to
+  /// int8 per group of 32 inputs (scale max|a| / 127,
+  /// kernels::quantize_activation_group), integer products summed exactly
+  /// (vpdpbusd with AVX-512 VNNI: twice the multiply-adds of vdpbf16ps;
+  /// vpmaddwd / vpmaddubsw with AVX2), each group's sum times weight scale ·
+  /// activation scale in f32, as llama.cpp's q8_0 activations compute. Every
+  /// x86 ISA gives the same bytes. Faster, larger error (an input is off by up
+  /// to half its group's step, max|a| / 254, where bf16 is off by
+  /// |a| · 2^-9). bf16 experts compute as with dot; scalar and NEON: widen.
   int8_dot,
 };
 
@@ -282,11 +283,15 @@ class GatedExperts {
   Bf16Math bf16_math() const noexcept { return bf16_math_; }
   /// True when bf16, int8 and int4 experts use vdpbf16ps in the current ISA
   /// (dot or int8_dot math and an ISA that has it; int8_dot takes int8 / int4
-  /// experts to vpdpbusd instead where it can: quant_uses_vnni).
+  /// experts to int8 activations instead where it can:
+  /// quant_uses_int8_activations).
   bool bf16_uses_dot() const noexcept { return uses_dot(kernels::active()); }
-  /// True when int8 and int4 experts use int8 activations and vpdpbusd in the
-  /// current ISA (int8_dot math and an ISA with VNNI).
-  bool quant_uses_vnni() const noexcept { return uses_vnni(kernels::active()); }
+  /// True when int8 and int4 experts use int8 activations in the current ISA
+  /// (int8_dot math and an x86 ISA: vpdpbusd with VNNI, else AVX2 integer
+  /// multiply-adds).
+  bool quant_uses_int8_activations() const noexcept {
+    return uses_int8_activations(kernels::active());
+  }
 
   /// The same for one expert: mixed precision within a bank (MC-MoE style).
   GatedExperts& set_expert_dtype(Index e, Dtype t) {
@@ -319,9 +324,9 @@ class GatedExperts {
       const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
       if (is_quantized(pe.type)) {
         const int bits = pe.type == Dtype::i8 ? 8 : 4;
-        (uses_vnni(k)  ? k.gate_up_quant_vnni(bits)
-         : uses_dot(k) ? k.gate_up_quant_dot(bits)
-                       : k.gate_up_quant(bits))(
+        (uses_int8_activations(k) ? k.gate_up_quant_a8(bits)
+         : uses_dot(k)            ? k.gate_up_quant_dot(bits)
+                                  : k.gate_up_quant(bits))(
             x, d_, n, d_, packed_data_.data() + pe.gu,
             reinterpret_cast<const float*>(packed_data_.data() + pe.gu_scales), f_, c0, c1, H, U,
             f_);
@@ -368,9 +373,9 @@ class GatedExperts {
       const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
       if (is_quantized(pe.type)) {
         const int bits = pe.type == Dtype::i8 ? 8 : 4;
-        (uses_vnni(k)  ? k.matmul_quant_vnni(bits)
-         : uses_dot(k) ? k.matmul_quant_dot(bits)
-                       : k.matmul_quant(bits))(
+        (uses_int8_activations(k) ? k.matmul_quant_a8(bits)
+         : uses_dot(k)            ? k.matmul_quant_dot(bits)
+                                  : k.matmul_quant(bits))(
             scratch, f_, n, f_, packed_data_.data() + pe.down,
             reinterpret_cast<const float*>(packed_data_.data() + pe.down_scales), d_, c0, c1, out,
             d_);
@@ -413,8 +418,8 @@ class GatedExperts {
   bool uses_dot(const kernels::KernelTable& k) const noexcept {
     return bf16_math_ != Bf16Math::widen && k.has_dot();
   }
-  bool uses_vnni(const kernels::KernelTable& k) const noexcept {
-    return bf16_math_ == Bf16Math::int8_dot && k.has_vnni();
+  bool uses_int8_activations(const kernels::KernelTable& k) const noexcept {
+    return bf16_math_ == Bf16Math::int8_dot && k.has_int8_activations();
   }
   Index checked(Index e) const {
     detail::require(e >= 0 && e < E_, "expert id: expected [0, ", E_, "), got ", e);

@@ -22,6 +22,7 @@
 #include "../core/error.hpp"
 #include "../core/scratch_arena.hpp"
 #include "avx2/gemm_f32.hpp"
+#include "avx2/gemm_int8_act.hpp"
 #include "avx512/gemm_bf16_dot.hpp"
 #include "avx512/gemm_f32.hpp"
 #include "avx512/gemm_int8_vnni.hpp"
@@ -211,9 +212,10 @@ struct KernelTable {
   QGateUpFn gate_up_q8_dot = nullptr, gate_up_q4_dot = nullptr;
   QMatmulFn matmul_q8_dot = nullptr, matmul_q4_dot = nullptr;
   /// int8 / int4 codes times int8 activations quantised per group of 32
-  /// (vpdpbusd, quantize_activation_group); null where the ISA lacks VNNI.
-  QGateUpFn gate_up_q8_vnni = nullptr, gate_up_q4_vnni = nullptr;
-  QMatmulFn matmul_q8_vnni = nullptr, matmul_q4_vnni = nullptr;
+  /// (quantize_activation_group), group sums exact in integers: vpdpbusd with
+  /// AVX-512 VNNI, vpmaddwd / vpmaddubsw with AVX2; null on scalar and NEON.
+  QGateUpFn gate_up_q8_a8 = nullptr, gate_up_q4_a8 = nullptr;
+  QMatmulFn matmul_q8_a8 = nullptr, matmul_q4_a8 = nullptr;
 
   QGateUpFn gate_up_quant(int bits) const noexcept { return bits == 8 ? gate_up_q8 : gate_up_q4; }
   QMatmulFn matmul_quant(int bits) const noexcept { return bits == 8 ? matmul_q8 : matmul_q4; }
@@ -223,16 +225,16 @@ struct KernelTable {
   QMatmulFn matmul_quant_dot(int bits) const noexcept {
     return bits == 8 ? matmul_q8_dot : matmul_q4_dot;
   }
-  QGateUpFn gate_up_quant_vnni(int bits) const noexcept {
-    return bits == 8 ? gate_up_q8_vnni : gate_up_q4_vnni;
+  QGateUpFn gate_up_quant_a8(int bits) const noexcept {
+    return bits == 8 ? gate_up_q8_a8 : gate_up_q4_a8;
   }
-  QMatmulFn matmul_quant_vnni(int bits) const noexcept {
-    return bits == 8 ? matmul_q8_vnni : matmul_q4_vnni;
+  QMatmulFn matmul_quant_a8(int bits) const noexcept {
+    return bits == 8 ? matmul_q8_a8 : matmul_q4_a8;
   }
   /// True when this ISA has the vdpbf16ps kernels (Bf16Math::dot runs them).
   bool has_dot() const noexcept { return gate_up_bf16_dot != nullptr; }
-  /// True when this ISA has the vpdpbusd kernels (Bf16Math::int8_dot runs them).
-  bool has_vnni() const noexcept { return gate_up_q8_vnni != nullptr; }
+  /// True when this ISA has int8-activation kernels (Bf16Math::int8_dot runs them).
+  bool has_int8_activations() const noexcept { return gate_up_q8_a8 != nullptr; }
 
   GateUpFn<float> gate_up(const float*) const noexcept { return gate_up_f32; }
   GateUpFn<bf16> gate_up(const bf16*) const noexcept { return gate_up_bf16; }
@@ -274,30 +276,24 @@ MOEKIT_DETAIL_TABLE_LINKAGE const KernelTable& table_for(Isa isa) noexcept {
                                         &detail::matmul_dequant<&scalar::matmul<float>, 8>,
                                         &detail::matmul_dequant<&scalar::matmul<float>, 4>};
 #if defined(MOEKIT_HAVE_X86_KERNELS)
-  static const KernelTable avx2_table{Isa::avx2,
-                                      &avx2::gate_up<float>,
-                                      &avx2::matmul<float>,
-                                      &avx2::gate_up<bf16>,
-                                      &avx2::matmul<bf16>,
-                                      &avx2::gate_up<f16>,
-                                      &avx2::matmul<f16>,
-                                      &avx2::silu_mul_f32,
-                                      &avx2::gate_up_quant<8>,
-                                      &avx2::gate_up_quant<4>,
-                                      &avx2::matmul_quant<8>,
-                                      &avx2::matmul_quant<4>};
-  static const KernelTable avx512_table{Isa::avx512,
-                                        &avx512::gate_up<float>,
-                                        &avx512::matmul<float>,
-                                        &avx512::gate_up<bf16>,
-                                        &avx512::matmul<bf16>,
-                                        &avx512::gate_up<f16>,
-                                        &avx512::matmul<f16>,
-                                        &avx512::silu_mul_f32,
-                                        &avx512::gate_up_quant<8>,
-                                        &avx512::gate_up_quant<4>,
-                                        &avx512::matmul_quant<8>,
-                                        &avx512::matmul_quant<4>};
+  // int8 activations without VNNI: the AVX2 integer kernels (avx2/gemm_int8_act.hpp).
+  const auto with_avx2_int8 = [](KernelTable t) {
+    t.gate_up_q8_a8 = &avx2_int8::gate_up_quant<8>;
+    t.gate_up_q4_a8 = &avx2_int8::gate_up_quant<4>;
+    t.matmul_q8_a8 = &avx2_int8::matmul_quant<8>;
+    t.matmul_q4_a8 = &avx2_int8::matmul_quant<4>;
+    return t;
+  };
+  static const KernelTable avx2_table =
+      with_avx2_int8({Isa::avx2, &avx2::gate_up<float>, &avx2::matmul<float>, &avx2::gate_up<bf16>,
+                      &avx2::matmul<bf16>, &avx2::gate_up<f16>, &avx2::matmul<f16>,
+                      &avx2::silu_mul_f32, &avx2::gate_up_quant<8>, &avx2::gate_up_quant<4>,
+                      &avx2::matmul_quant<8>, &avx2::matmul_quant<4>});
+  static const KernelTable avx512_table = with_avx2_int8(
+      {Isa::avx512, &avx512::gate_up<float>, &avx512::matmul<float>, &avx512::gate_up<bf16>,
+       &avx512::matmul<bf16>, &avx512::gate_up<f16>, &avx512::matmul<f16>, &avx512::silu_mul_f32,
+       &avx512::gate_up_quant<8>, &avx512::gate_up_quant<4>, &avx512::matmul_quant<8>,
+       &avx512::matmul_quant<4>});
   static const KernelTable avx512_bf16_table = [] {
     KernelTable t = avx512_table;
     t.isa = Isa::avx512_bf16;
@@ -307,10 +303,10 @@ MOEKIT_DETAIL_TABLE_LINKAGE const KernelTable& table_for(Isa isa) noexcept {
     t.gate_up_q4_dot = &avx512_bf16::gate_up_quant<4>;
     t.matmul_q8_dot = &avx512_bf16::matmul_quant<8>;
     t.matmul_q4_dot = &avx512_bf16::matmul_quant<4>;
-    t.gate_up_q8_vnni = &avx512_vnni::gate_up_quant<8>;
-    t.gate_up_q4_vnni = &avx512_vnni::gate_up_quant<4>;
-    t.matmul_q8_vnni = &avx512_vnni::matmul_quant<8>;
-    t.matmul_q4_vnni = &avx512_vnni::matmul_quant<4>;
+    t.gate_up_q8_a8 = &avx512_vnni::gate_up_quant<8>;
+    t.gate_up_q4_a8 = &avx512_vnni::gate_up_quant<4>;
+    t.matmul_q8_a8 = &avx512_vnni::matmul_quant<8>;
+    t.matmul_q4_a8 = &avx512_vnni::matmul_quant<4>;
     return t;
   }();
   switch (isa) {

@@ -98,7 +98,8 @@ inline void quantize_panel(float* const* src, int nsrc, Index N, Index K, Index 
   }
 }
 
-/// int8 activations for the VNNI kernels (avx512/gemm_int8_vnni.hpp): a group
+/// int8 activations for the int8-activation kernels (avx512/gemm_int8_vnni.hpp,
+/// avx2/gemm_int8_act.hpp): a group
 /// of n <= kQuantGroup inputs of one row gets scale = max|a| / 127 and codes
 /// round(a · (127 / max|a|)) (nearest even), so a ≈ code · scale, with an error
 /// of at most scale / 2 per input. Writes the n codes and returns the scale: 0
