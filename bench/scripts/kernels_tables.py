@@ -30,8 +30,8 @@ def main(out):
     print()
 
     def peak(r):  # the compute peak a dtype's kernels run against
-        if r.get("bf16_math") == "int8_dot":  # int8 / int4 through vpdpbusd
-            return roof["int8_dot_gops"]
+        if r.get("bf16_math") == "int8_dot":  # int8 / int4 through vpdpbusd (AVX2: no INT8
+            return roof["int8_dot_gops"] or fp32  # probe; the FP32 FMA peak stands in)
         return bf16 if r.get("bf16_math") == "dot" else fp32  # bf16, int8, int4 through vdpbf16ps
 
     def rbw(r):  # the bandwidth probe taken with the row (--roofline), else the sitting's
