@@ -220,7 +220,7 @@ MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline __m256i int8_pairs(cons
 // NOTE: widening int8 codes to 16 bits takes a shuffle per 16 codes, as many
 // as the multiply-adds of a 2-row tile. With more rows than one tile, each
 // panel is widened once into a per-thread buffer (128 KiB at K = 2048: L2)
-// that every row tile reads, and the tiles grow to 3 (gate + up) or 6 rows.
+// that every row tile reads, and the down tiles grow to 6 rows.
 struct WidenedPanelTag;
 template <Index W>
 MOEKIT_TARGET_AVX2 inline const std::int16_t* widen_panel(const std::uint8_t* codes, Index K2) {
@@ -307,11 +307,13 @@ MOEKIT_TARGET_AVX2 inline void tile(const PairRows& A, Index K2, const T* codes,
 
 // Rows per tile: int8 keeps 4 (gate + up) or 2 32-bit sums per row in
 // registers (and, from stored codes, the widened codes too); int4 2 or 1
-// 16-bit sums (its 32-bit sums change once per half group).
+// 16-bit sums (its 32-bit sums change once per half group). A widened gate +
+// up tile of 3 rows (12 sums, 4 code vectors, 3 broadcasts) ran out of
+// registers: 2 rows are 1.1-1.2x faster (olmoe / mixtral-s int8 prefill).
 template <int Bits, int NV, class T>
 inline constexpr int kTileRows = Bits == 4        ? (NV == 2 ? 4 : 6)
                                  : sizeof(T) == 1 ? (NV == 2 ? 2 : 4)
-                                                  : (NV == 2 ? 3 : 6);
+                                                  : (NV == 2 ? 2 : 6);
 
 template <int Bits, int NV, class T, int MR = kTileRows<Bits, NV, T>>
 MOEKIT_TARGET_AVX2 inline void rows_tile(Index mr, const PairRows& A, Index K2, const T* codes,
