@@ -694,6 +694,23 @@ Matrix quantiser_rows(Index K) {
   return A;
 }
 
+// Group g of row r of A as quantize_activation_group quantises it into q
+// (codes past the group's end zero), and the kernel's scale for it checked
+// against that one (NaN for NaN). Returns the group's length.
+Index expect_group_scale(const Matrix& A, Index r, Index g, float got,
+                         std::int8_t (&q)[kernels::kQuantGroup]) {
+  const Index k0 = g * kernels::kQuantGroup, n = std::min(kernels::kQuantGroup, A.cols() - k0);
+  std::fill(q, q + kernels::kQuantGroup, std::int8_t{0});
+  const Matrix grp = A.block(r, k0, 1, n);  // contiguous copy of the group
+  const float s = kernels::quantize_activation_group(grp.data(), n, q);
+  if (std::isnan(s)) {
+    EXPECT_TRUE(std::isnan(got)) << "row " << r << " K " << A.cols();
+  } else {
+    EXPECT_EQ(got, s) << "row " << r << " K " << A.cols();
+  }
+  return n;
+}
+
 // The AVX2 int8-activation kernels' row quantiser gives quantize_activation_group's
 // codes and scales bit for bit, in the k-pair words the tiles broadcast (int8
 // weights: two 16-bit codes; int4: the two code bytes twice), with int4's bias
@@ -713,16 +730,10 @@ TEST(Avx2Int8, RowQuantiserIsTheScalarOne) {
                                                           scales.data(), corr.data());
       for (Index r = 0; r < R; ++r)
         for (Index g = 0; g < G; ++g) {
-          const Index k0 = g * kernels::kQuantGroup, n = std::min(kernels::kQuantGroup, K - k0);
-          std::int8_t q[kernels::kQuantGroup] = {};  // zeros past n: the padding
-          const Matrix grp = A.block(r, k0, 1, n);
-          const float s = kernels::quantize_activation_group(grp.data(), n, q);
+          const Index k0 = g * kernels::kQuantGroup;
           const std::size_t i = static_cast<std::size_t>(r * G + g);
-          if (std::isnan(s)) {
-            EXPECT_TRUE(std::isnan(scales[i])) << "row " << r << " K " << K;
-          } else {
-            EXPECT_EQ(scales[i], s) << "row " << r << " K " << K;
-          }
+          std::int8_t q[kernels::kQuantGroup];  // zeros past the group's end: the padding
+          expect_group_scale(A, r, g, scales[i], q);
           std::int32_t sum = 0;
           for (Index j = 0; j < kernels::kQuantGroup; ++j) sum += q[j];
           EXPECT_EQ(corr[i], bits == 4 ? -8 * sum : 0) << "row " << r << " K " << K;
@@ -762,16 +773,10 @@ TEST_P(PerIsa, QuantVnniRowQuantiserIsTheScalarOne) {
       for (Index r = 0; r < R; ++r) {
         const auto* got = reinterpret_cast<const std::int8_t*>(codes.data() + r * K4);
         for (Index g = 0; g < G; ++g) {
-          const Index k0 = g * kernels::kQuantGroup, n = std::min(kernels::kQuantGroup, K - k0);
-          std::int8_t q[kernels::kQuantGroup];
-          const Matrix grp = A.block(r, k0, 1, n);
-          const float s = kernels::quantize_activation_group(grp.data(), n, q);
+          const Index k0 = g * kernels::kQuantGroup;
           const std::size_t i = static_cast<std::size_t>(r * G + g);
-          if (std::isnan(s)) {
-            EXPECT_TRUE(std::isnan(scales[i])) << "row " << r << " K " << K;
-          } else {
-            EXPECT_EQ(scales[i], s) << "row " << r << " K " << K;
-          }
+          std::int8_t q[kernels::kQuantGroup];
+          const Index n = expect_group_scale(A, r, g, scales[i], q);
           std::int32_t sum = 0;
           for (Index j = 0; j < n; ++j) {
             ASSERT_EQ(got[k0 + j], q[j]) << "row " << r << " k " << k0 + j << " K " << K;

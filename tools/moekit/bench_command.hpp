@@ -98,10 +98,10 @@ inline int bench_command(int argc, char** argv) {
   const bool follows_math =
       wt == moekit::Dtype::bf16 || wt == moekit::Dtype::i8 || wt == moekit::Dtype::i4;
   const bool quantized = wt == moekit::Dtype::i8 || wt == moekit::Dtype::i4;
-  const char* math_used = !follows_math                                    ? "none"
+  const char* math_used = !follows_math                                                ? "none"
                           : quantized && block.experts().quant_uses_int8_activations() ? "int8_dot"
-                          : block.experts().bf16_uses_dot()                ? "dot"
-                                                                           : "widen";
+                          : block.experts().bf16_uses_dot()                            ? "dot"
+                                                                                       : "widen";
   if (S > 0) {
     moekit::SwiGluExperts shared(1, random(f * S, d, 1.0f), random(f * S, d, 1.0f),
                                  random(d, f * S, 1.0f));
