@@ -484,7 +484,7 @@ TEST_P(PerIsa, MixedPrecisionPerExpert) {
   EXPECT_GT(block.experts().bytes_of_expert(3), block.experts().bytes_of_expert(4));
 }
 
-// The panel decoder the scalar and NEON kernels use gives back exactly the
+// The panel decoder the scalar kernels use gives back exactly the
 // dequantised masters, for gate + up (W = 32) and plain (W = 16) panels. (The
 // SIMD kernels decode in registers; QuantizedKernelsMatchDequantizedF32 checks
 // them against the same masters on every ISA.)
@@ -513,7 +513,8 @@ TEST(Quantize, DequantisedPanelIsTheMasters) {
 }
 
 // The quantised entry points (fused on AVX-512, group-scaled on AVX2,
-// dequantise-then-f32 elsewhere) against a double product with the
+// decoded in registers or a panel at a time on NEON, dequantise-then-f32 on
+// scalar) against a double product with the
 // dequantised masters: the same weights, so the only difference is f32
 // summation (AVX2 sums a · code per group of 32 k and scales each group sum:
 // a different order, the same tolerance as the f32 kernels), on row counts

@@ -138,13 +138,7 @@ namespace kernels {
 
 namespace detail {
 
-// A per-thread f32 buffer for one dequantised panel.
-struct DequantPanelTag;
-inline float* panel_scratch(Index floats) {
-  return moekit::detail::thread_scratch<DequantPanelTag, float>(floats);
-}
-
-// Quantised kernels for ISAs without fused ones (scalar, NEON): dequantise one panel into the
+// Quantised kernels of the scalar ISA: dequantise one panel into the
 // per-thread buffer, run that ISA's f32 kernel on it, next panel.
 template <void (*GateUpF32)(const float*, Index, Index, Index, const float*, Index, Index, Index,
                             float*, float*, Index),
@@ -316,19 +310,18 @@ MOEKIT_DETAIL_TABLE_LINKAGE const KernelTable& table_for(Isa isa) noexcept {
     default: break;
   }
 #elif defined(MOEKIT_HAVE_NEON_KERNELS)
-  // bf16 / f16 weights use the portable widening loops on NEON for now.
   static const KernelTable neon_table{Isa::neon,
-                                      &neon::gate_up,
-                                      &neon::matmul,
-                                      &scalar::gate_up<bf16>,
-                                      &scalar::matmul<bf16>,
-                                      &scalar::gate_up<f16>,
-                                      &scalar::matmul<f16>,
+                                      &neon::gate_up<float>,
+                                      &neon::matmul<float>,
+                                      &neon::gate_up<bf16>,
+                                      &neon::matmul<bf16>,
+                                      &neon::gate_up<f16>,
+                                      &neon::matmul<f16>,
                                       &neon::silu_mul_f32,
-                                      &detail::gate_up_dequant<&neon::gate_up, 8>,
-                                      &detail::gate_up_dequant<&neon::gate_up, 4>,
-                                      &detail::matmul_dequant<&neon::matmul, 8>,
-                                      &detail::matmul_dequant<&neon::matmul, 4>};
+                                      &neon::gate_up_quant<8>,
+                                      &neon::gate_up_quant<4>,
+                                      &neon::matmul_quant<8>,
+                                      &neon::matmul_quant<4>};
   if (isa == Isa::neon) return neon_table;
 #endif
   (void)isa;

@@ -17,11 +17,12 @@
 // scale = max|w| / qmax over the group (qmax 127 or 7), code = round(w / scale).
 // Quantising also writes the dequantised values code · scale back into the f32
 // master weights, so the reference and the kernels compute with exactly the
-// same weights. AVX-512 and AVX2 kernels decode the codes in registers as they
-// stream them (avx512/gemm_f32.hpp, avx512/gemm_bf16_dot.hpp,
+// same weights. AVX-512, AVX2 and NEON kernels decode the codes in registers
+// as they stream them (avx512/gemm_f32.hpp, avx512/gemm_bf16_dot.hpp,
 // avx2/quant_tiles.hpp: AVX2 sums a · code per group and applies the scale
-// once per group); scalar and NEON dequantise one panel into a per-thread
-// f32 buffer and run their f32 panel kernel on it (dispatch.hpp).
+// once per group; neon/tiles.hpp: code · scale per weight, as dequantised);
+// scalar dequantises one panel into a per-thread f32 buffer and runs its f32
+// panel kernel on it (dispatch.hpp).
 #pragma once
 
 #include <algorithm>
@@ -30,6 +31,7 @@
 #include <cstring>
 #include <limits>
 
+#include "../core/scratch_arena.hpp"
 #include "packing.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
@@ -128,6 +130,12 @@ inline float quantize_activation_group(const float* a, Index n, std::int8_t* q) 
 }
 
 namespace detail {
+
+// A per-thread f32 buffer for one dequantised or decoded panel (scalar and NEON).
+struct DequantPanelTag;
+inline float* panel_scratch(Index floats) {
+  return moekit::detail::thread_scratch<DequantPanelTag, float>(floats);
+}
 
 inline void dequant_panel_scalar(const std::uint8_t* codes, const float* scales, Index K, Index W,
                                  int bits, float* out) noexcept {
