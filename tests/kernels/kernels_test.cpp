@@ -35,6 +35,11 @@ class PerIsa : public ::testing::TestWithParam<Isa> {
   void TearDown() override { moekit::clear_max_isa(); }
 };
 
+// Which ISAs have int8-activation kernels: every x86 one, NEON with DotProd.
+bool expects_int8_activations(Isa isa) {
+  return isa == Isa::neon ? moekit::cpu_features().neon_dotprod : isa != Isa::scalar;
+}
+
 std::string isa_test_name(const ::testing::TestParamInfo<Isa>& info) {
   return moekit::isa_name(info.param);
 }
@@ -436,13 +441,12 @@ TEST_P(PerIsa, BlockWithQuantizedWeights) {
       block.experts().set_bf16_math(moekit::Bf16Math::dot);
       EXPECT_TRUE(moekit_test::bit_identical(block.forward(x), y));
     }
-    // int8 activations (every x86 ISA; scalar and NEON widen): each input off
+    // int8 activations (every x86 ISA, NEON with DotProd; scalar widens): each input off
     // by up to max|a| / 254 of its group, where bf16 rounding is off by
     // |a| · 2^-9, so a few times the dot bound (measured: 1.0e-2 int8, 0.9e-2
     // int4 on this block).
     block.experts().set_bf16_math(moekit::Bf16Math::int8_dot);
-    EXPECT_EQ(block.experts().quant_uses_int8_activations(),
-              GetParam() != Isa::scalar && GetParam() != Isa::neon);
+    EXPECT_EQ(block.experts().quant_uses_int8_activations(), expects_int8_activations(GetParam()));
     const Matrix y8 = block.forward(x);
     const double err8 = moekit_test::max_abs_diff(y8, ref) / moekit_test::scale_of(ref);
     EXPECT_LE(err8, block.experts().quant_uses_int8_activations() ? 3e-2
@@ -632,8 +636,8 @@ Eigen::MatrixXd int8_activations(const Matrix& A) {
 // ranges as the dot test; a row's bytes do not depend on the row count.
 TEST_P(PerIsa, QuantInt8ActivationKernelsAgainstQuantisedActivations) {
   const auto& k = kernels::active();
+  EXPECT_EQ(k.has_int8_activations(), expects_int8_activations(GetParam()));
   if (!k.has_int8_activations()) {
-    EXPECT_TRUE(GetParam() == Isa::scalar || GetParam() == Isa::neon);
     GTEST_SKIP() << "no int8-activation kernels on " << moekit::isa_name(GetParam());
   }
   for (int bits : {8, 4})
@@ -791,6 +795,89 @@ TEST_P(PerIsa, QuantVnniRowQuantiserIsTheScalarOne) {
   }
 }
 #endif
+
+// A quantised weight as stored in the panels of a weight with W values per
+// k-row (W = 16: plain, output n; W = 32: gate + up, n of source src): its
+// signed code and its group scale.
+struct StoredWeight {
+  int code;
+  float scale;
+};
+StoredWeight stored_weight(const std::vector<std::uint8_t>& codes, const std::vector<float>& scales,
+                           Index K, Index W, int bits, Index n, int src, Index k) {
+  const Index p = n / kernels::kPanel, col = src * kernels::kPanel + n % kernels::kPanel;
+  const Index e = 2 * col + (k & 1);
+  const std::uint8_t b =
+      codes[static_cast<std::size_t>(p * kernels::quant_panel_code_bytes(K, W, bits) +
+                                     kernels::quant_code_byte(k >> 1, e, W, bits))];
+  const int code = bits == 8 ? static_cast<std::int8_t>(b) : (e < W ? (b & 0x0f) : (b >> 4)) - 8;
+  const float scale = scales[static_cast<std::size_t>(p * kernels::quant_panel_scales(K, W) +
+                                                      (k / kernels::kQuantGroup) * W + col)];
+  return {code, scale};
+}
+
+// Bf16Math::int8_dot spelled out in plain C++: per group of 32 inputs, the
+// exact integer sum of weight code × activation code (quantize_activation_group),
+// then total = fma(f32(sum), weight scale · activation scale, total), group
+// after group. Every ISA's int8-activation kernels must give exactly these
+// bytes (so they agree with each other and with any future ISA), on row
+// counts that take the one-row, row-tile and prefill paths, K with a short
+// last group and odd K (a half-empty last k-pair and k-quad).
+TEST_P(PerIsa, QuantInt8ActivationBytesAreThePlainSequence) {
+  const auto& k = kernels::active();
+  if (!k.has_int8_activations())
+    GTEST_SKIP() << "no int8-activation kernels on " << moekit::isa_name(GetParam());
+  for (int bits : {8, 4})
+    for (Index m : {1, 4, 7, 40})
+      for (Index K : {5, 33, 70, 256}) {
+        const Index N = 70, G = kernels::quant_groups(K);
+        const QuantizedPanels w(random_matrix(N, K, 11), random_matrix(N, K, 12), bits);
+        Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(m * 3 + K));
+        A.row(0) *= 1e-3f;  // scales far from 1 too
+        std::vector<std::int8_t> qa(static_cast<std::size_t>(m * G * kernels::kQuantGroup));
+        std::vector<float> sa(static_cast<std::size_t>(m * G));
+        for (Index r = 0; r < m; ++r)
+          for (Index g = 0; g < G; ++g) {
+            const Index k0 = g * kernels::kQuantGroup;
+            const Index n = std::min(kernels::kQuantGroup, K - k0);
+            const Matrix grp = A.block(r, k0, 1, n);
+            sa[static_cast<std::size_t>(r * G + g)] = kernels::quantize_activation_group(
+                grp.data(), n, qa.data() + r * G * kernels::kQuantGroup + k0);
+          }
+        const auto expected = [&](const std::vector<std::uint8_t>& codes,
+                                  const std::vector<float>& scales, Index W, int src) {
+          Matrix out(m, N);
+          for (Index r = 0; r < m; ++r)
+            for (Index n = 0; n < N; ++n) {
+              float total = 0.0f;
+              for (Index g = 0; g < G; ++g) {
+                std::int32_t sum = 0;
+                float ws = 0.0f;
+                for (Index kk = g * kernels::kQuantGroup;
+                     kk < std::min(K, (g + 1) * kernels::kQuantGroup); ++kk) {
+                  const StoredWeight sw = stored_weight(codes, scales, K, W, bits, n, src, kk);
+                  sum += sw.code * qa[static_cast<std::size_t>(r * G * kernels::kQuantGroup + kk)];
+                  ws = sw.scale;
+                }
+                const float s = ws * sa[static_cast<std::size_t>(r * G + g)];
+                total = std::fma(static_cast<float>(sum), s, total);
+              }
+              out(r, n) = total;
+            }
+          return out;
+        };
+        Matrix Y(m, N), Gt(m, N), U(m, N);
+        k.matmul_quant_a8(bits)(A.data(), K, m, K, w.c16.data(), w.s16.data(), N, 0, N, Y.data(),
+                                N);
+        k.gate_up_quant_a8(bits)(A.data(), K, m, K, w.c32.data(), w.s32.data(), N, 0, N, Gt.data(),
+                                 U.data(), N);
+        const std::string what =
+            std::to_string(bits) + " bits m=" + std::to_string(m) + " K=" + std::to_string(K);
+        EXPECT_TRUE(moekit_test::bit_identical(Y, expected(w.c16, w.s16, 16, 0))) << what;
+        EXPECT_TRUE(moekit_test::bit_identical(Gt, expected(w.c32, w.s32, 32, 0))) << what;
+        EXPECT_TRUE(moekit_test::bit_identical(U, expected(w.c32, w.s32, 32, 1))) << what;
+      }
+}
 
 // Bf16Math::int8_dot gives the same bytes on every ISA that has int8
 // activations (AVX2 integer multiply-adds, AVX-512 VNNI): the same codes, the

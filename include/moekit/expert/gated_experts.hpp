@@ -50,15 +50,16 @@ enum class Bf16Math {
   /// Weights widened (bf16) or dequantised (int8 / int4) to f32 as they load,
   /// f32 activations: f32 arithmetic on exactly the stored weights, on every ISA.
   widen,
-  /// int8 / int4 experts on x86 (Isa::avx2 and up): activations quantised to
-  /// int8 per group of 32 inputs (scale max|a| / 127,
+  /// int8 / int4 experts on x86 (Isa::avx2 and up) and on NEON with DotProd:
+  /// activations quantised to int8 per group of 32 inputs (scale max|a| / 127,
   /// kernels::quantize_activation_group), integer products summed exactly
   /// (vpdpbusd with AVX-512 VNNI: twice the multiply-adds of vdpbf16ps;
-  /// vpmaddwd / vpmaddubsw with AVX2), each group's sum times weight scale ·
-  /// activation scale in f32, as llama.cpp's q8_0 activations compute. Every
-  /// x86 ISA gives the same bytes. Faster, larger error (an input is off by up
-  /// to half its group's step, max|a| / 254, where bf16 is off by
-  /// |a| · 2^-9). bf16 experts compute as with dot; scalar and NEON: widen.
+  /// vpmaddwd / vpmaddubsw with AVX2; SDOT on NEON), each group's sum times
+  /// weight scale · activation scale in f32, as llama.cpp's q8_0 activations
+  /// compute. Every such ISA gives the same bytes. Faster, larger error (an
+  /// input is off by up to half its group's step, max|a| / 254, where bf16 is
+  /// off by |a| · 2^-9). bf16 experts compute as with dot; scalar and NEON
+  /// without DotProd: widen.
   int8_dot,
 };
 

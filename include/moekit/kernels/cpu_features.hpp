@@ -3,7 +3,9 @@
 //
 // x86-64: CPUID for the instruction sets and XGETBV for whether the OS saves
 // the YMM / ZMM state (an AVX-512 CPU under an OS that does not enable it must
-// not run AVX-512 code). AArch64: NEON (Advanced SIMD) is architectural.
+// not run AVX-512 code). AArch64: NEON (Advanced SIMD) is architectural; the
+// int8 dot product (SDOT, Armv8.2 DotProd) is asked of the OS (Linux: the
+// HWCAP_ASIMDDP bit of the auxiliary vector) unless the compiler targets it.
 // Other targets: nothing, the scalar kernels run.
 #pragma once
 
@@ -18,6 +20,9 @@
 #endif
 #elif defined(__aarch64__) || defined(_M_ARM64)
 #define MOEKIT_ARCH_ARM64 1
+#if defined(__linux__)
+#include <sys/auxv.h>
+#endif
 #endif
 
 MOEKIT_NAMESPACE_BEGIN
@@ -27,6 +32,7 @@ struct CpuFeatures {
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512bf16 = false, avx512vnni = false;
   bool neon = false;
+  bool neon_dotprod = false;  ///< SDOT / UDOT (Armv8.2 DotProd)
 };
 
 namespace detail {
@@ -46,8 +52,8 @@ inline CpuFeatures detect_cpu_features() noexcept {
   const bool fma = (c >> 12) & 1u, f16c = (c >> 29) & 1u;
   if (!osxsave || !avx) return f;
   const std::uint64_t xcr0 = xgetbv0();
-  const bool os_ymm = (xcr0 & 0x6u) == 0x6u;       // SSE + AVX state
-  const bool os_zmm = (xcr0 & 0xe6u) == 0xe6u;     // + opmask, ZMM_Hi256, Hi16_ZMM
+  const bool os_ymm = (xcr0 & 0x6u) == 0x6u;    // SSE + AVX state
+  const bool os_zmm = (xcr0 & 0xe6u) == 0xe6u;  // + opmask, ZMM_Hi256, Hi16_ZMM
   if (!os_ymm) return f;
   unsigned max_leaf = __get_cpuid_max(0, nullptr);
   if (max_leaf < 7) return f;
@@ -71,6 +77,11 @@ inline CpuFeatures detect_cpu_features() noexcept {
 inline CpuFeatures detect_cpu_features() noexcept {
   CpuFeatures f;
   f.neon = true;
+#if defined(__ARM_FEATURE_DOTPROD)
+  f.neon_dotprod = true;  // every CPU this build runs on has it
+#elif defined(__linux__) && defined(AT_HWCAP)
+  f.neon_dotprod = (getauxval(AT_HWCAP) >> 20) & 1u;  // HWCAP_ASIMDDP
+#endif
   return f;
 }
 #else

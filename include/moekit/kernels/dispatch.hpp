@@ -28,6 +28,7 @@
 #include "avx512/gemm_int8_vnni.hpp"
 #include "cpu_features.hpp"
 #include "neon/gemm_f32.hpp"
+#include "neon/gemm_int8_dot.hpp"
 #include "quantized.hpp"
 #include "scalar/gemm_f32.hpp"
 
@@ -207,7 +208,8 @@ struct KernelTable {
   QMatmulFn matmul_q8_dot = nullptr, matmul_q4_dot = nullptr;
   /// int8 / int4 codes times int8 activations quantised per group of 32
   /// (quantize_activation_group), group sums exact in integers: vpdpbusd with
-  /// AVX-512 VNNI, vpmaddwd / vpmaddubsw with AVX2; null on scalar and NEON.
+  /// AVX-512 VNNI, vpmaddwd / vpmaddubsw with AVX2, SDOT with NEON where the
+  /// CPU has DotProd; null on scalar and on NEON without DotProd.
   QGateUpFn gate_up_q8_a8 = nullptr, gate_up_q4_a8 = nullptr;
   QMatmulFn matmul_q8_a8 = nullptr, matmul_q4_a8 = nullptr;
 
@@ -310,18 +312,29 @@ MOEKIT_DETAIL_TABLE_LINKAGE const KernelTable& table_for(Isa isa) noexcept {
     default: break;
   }
 #elif defined(MOEKIT_HAVE_NEON_KERNELS)
-  static const KernelTable neon_table{Isa::neon,
-                                      &neon::gate_up<float>,
-                                      &neon::matmul<float>,
-                                      &neon::gate_up<bf16>,
-                                      &neon::matmul<bf16>,
-                                      &neon::gate_up<f16>,
-                                      &neon::matmul<f16>,
-                                      &neon::silu_mul_f32,
-                                      &neon::gate_up_quant<8>,
-                                      &neon::gate_up_quant<4>,
-                                      &neon::matmul_quant<8>,
-                                      &neon::matmul_quant<4>};
+  static const KernelTable neon_table = [] {
+    KernelTable t{Isa::neon,
+                  &neon::gate_up<float>,
+                  &neon::matmul<float>,
+                  &neon::gate_up<bf16>,
+                  &neon::matmul<bf16>,
+                  &neon::gate_up<f16>,
+                  &neon::matmul<f16>,
+                  &neon::silu_mul_f32,
+                  &neon::gate_up_quant<8>,
+                  &neon::gate_up_quant<4>,
+                  &neon::matmul_quant<8>,
+                  &neon::matmul_quant<4>};
+#if defined(MOEKIT_HAVE_NEON_DOTPROD)
+    if (cpu_features().neon_dotprod) {  // int8 activations through SDOT
+      t.gate_up_q8_a8 = &neon_dotprod::gate_up_quant<8>;
+      t.gate_up_q4_a8 = &neon_dotprod::gate_up_quant<4>;
+      t.matmul_q8_a8 = &neon_dotprod::matmul_quant<8>;
+      t.matmul_q4_a8 = &neon_dotprod::matmul_quant<4>;
+    }
+#endif
+    return t;
+  }();
   if (isa == Isa::neon) return neon_table;
 #endif
   (void)isa;
