@@ -35,6 +35,11 @@ class PerIsa : public ::testing::TestWithParam<Isa> {
   void TearDown() override { moekit::clear_max_isa(); }
 };
 
+// Which ISAs have bf16 dot-product kernels: AVX-512 BF16, NEON with BF16.
+bool expects_bf16_dot(Isa isa) {
+  return isa == Isa::avx512_bf16 || (isa == Isa::neon && moekit::cpu_features().neon_bf16);
+}
+
 // Which ISAs have int8-activation kernels: every x86 one, NEON with DotProd.
 bool expects_int8_activations(Isa isa) {
   return isa == Isa::neon ? moekit::cpu_features().neon_dotprod : isa != Isa::scalar;
@@ -326,15 +331,16 @@ TEST_P(PerIsa, Bf16AndF16WeightKernels) {
   check_half_kernels<moekit::f16>();
 }
 
-// vdpbf16ps kernels (avx512_bf16 only): the products of bf16 values are exact
+// bf16 dot-product kernels (vdpbf16ps on avx512_bf16, BFDOT on NEON with
+// BF16, whose pair sums round to odd: within the same bound): the products of bf16 values are exact
 // in f32, so against a double product of the bf16-rounded activations and
 // weights the f32 summation tolerance holds. Row counts both sides of the wide
 // tiles (6) and the row tile (12), odd K (a zero-padded last pair).
 TEST_P(PerIsa, Bf16DotKernelsAgainstRoundedProducts) {
   const auto& k = kernels::active();
+  EXPECT_EQ(k.gate_up_bf16_dot != nullptr, expects_bf16_dot(GetParam()));
   if (!k.gate_up_bf16_dot) {
-    EXPECT_NE(GetParam(), Isa::avx512_bf16);
-    GTEST_SKIP() << "no vdpbf16ps on " << moekit::isa_name(GetParam());
+    GTEST_SKIP() << "no bf16 dot products on " << moekit::isa_name(GetParam());
   }
   for (Index m : {1, 2, 6, 7, 12, 13, 30})
     for (Index K : {1, 2, 15, 16, 17, 33, 64})
@@ -390,7 +396,7 @@ TEST_P(PerIsa, BlockWithHalfPrecisionWeights) {
     // rounded to bf16 too (2^-9 relative each), so 1e-2 of the output scale.
     const Matrix ref = moekit::reference::forward(block, x);
     const bool dot = t == moekit::Dtype::bf16 && block.experts().bf16_uses_dot();
-    EXPECT_EQ(dot, t == moekit::Dtype::bf16 && GetParam() == Isa::avx512_bf16);
+    EXPECT_EQ(dot, t == moekit::Dtype::bf16 && expects_bf16_dot(GetParam()));
     EXPECT_LE(moekit_test::max_abs_diff(y, ref),
               (dot ? 1e-2 : moekit_test::kBlockTolerance) * moekit_test::scale_of(ref))
         << moekit::dtype_name(t);
@@ -429,8 +435,10 @@ TEST_P(PerIsa, BlockWithQuantizedWeights) {
     block.experts().set_weight_dtype(t);
     const Matrix y = block.forward(x);
     const Matrix ref = moekit::reference::forward(block, x);
-    const bool dot = block.experts().bf16_uses_dot();
-    EXPECT_EQ(dot, GetParam() == Isa::avx512_bf16);
+    EXPECT_EQ(block.experts().bf16_uses_dot(), expects_bf16_dot(GetParam()));
+    // int8 / int4 through vdpbf16ps: x86 only (NEON's dot math keeps them on f32 kernels).
+    const bool dot = GetParam() == Isa::avx512_bf16;
+    EXPECT_EQ(kernels::active().gate_up_q8_dot != nullptr, dot);
     EXPECT_LE(moekit_test::max_abs_diff(y, ref),
               (dot ? 1e-2 : moekit_test::kBlockTolerance) * moekit_test::scale_of(ref))
         << moekit::dtype_name(t);

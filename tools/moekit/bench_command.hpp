@@ -93,14 +93,16 @@ inline int bench_command(int argc, char** argv) {
                                 : bf16_math == "widen" ? moekit::Bf16Math::widen
                                                        : moekit::Bf16Math::int8_dot;
   block.experts().set_weight_dtype(wt).set_bf16_math(math);
-  // What bf16 experts really ran: dot only where the ISA has vdpbf16ps.
+  // What bf16 experts really ran: dot only where the ISA has vdpbf16ps (or
+  // BFDOT: bf16 experts on NEON).
   // bf16, int8 and int4 experts follow Bf16Math; f32 and f16 have one way.
   const bool follows_math =
       wt == moekit::Dtype::bf16 || wt == moekit::Dtype::i8 || wt == moekit::Dtype::i4;
   const bool quantized = wt == moekit::Dtype::i8 || wt == moekit::Dtype::i4;
   const char* math_used = !follows_math                                                ? "none"
                           : quantized && block.experts().quant_uses_int8_activations() ? "int8_dot"
-                          : block.experts().bf16_uses_dot()                            ? "dot"
+                          : quantized && block.experts().quant_uses_dot()              ? "dot"
+                          : !quantized && block.experts().bf16_uses_dot()              ? "dot"
                                                                                        : "widen";
   if (S > 0) {
     moekit::SwiGluExperts shared(1, random(f * S, d, 1.0f), random(f * S, d, 1.0f),

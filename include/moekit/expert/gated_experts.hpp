@@ -45,7 +45,10 @@ enum class Bf16Math {
   /// twice the multiply-adds per instruction, as bf16 inference in PyTorch and
   /// ggml computes; about 2^-9 relative error per product. int8 / int4 codes
   /// are exact in bf16: their products are summed per group of 32 inputs and
-  /// each group's sum is multiplied by its scale in f32. Elsewhere: widen.
+  /// each group's sum is multiplied by its scale in f32. On NEON with BF16
+  /// (Armv8.6): bf16 experts the same way through BFDOT (its own rounding of
+  /// each pair sum: not the x86 bytes), int8 / int4 experts as with widen.
+  /// Elsewhere: widen.
   dot,
   /// Weights widened (bf16) or dequantised (int8 / int4) to f32 as they load,
   /// f32 activations: f32 arithmetic on exactly the stored weights, on every ISA.
@@ -282,11 +285,19 @@ class GatedExperts {
     return *this;
   }
   Bf16Math bf16_math() const noexcept { return bf16_math_; }
-  /// True when bf16, int8 and int4 experts use vdpbf16ps in the current ISA
+  /// True when bf16 experts (and int8 / int4 ones on x86) use bf16 dot
+  /// products in the current ISA (vdpbf16ps; BFDOT on NEON)
   /// (dot or int8_dot math and an ISA that has it; int8_dot takes int8 / int4
   /// experts to int8 activations instead where it can:
   /// quant_uses_int8_activations).
   bool bf16_uses_dot() const noexcept { return uses_dot(kernels::active()); }
+  /// True when int8 and int4 experts use bf16 dot products (vdpbf16ps on
+  /// AVX-512 BF16) in the current ISA: dot math, or int8_dot where the ISA has
+  /// no int8-activation kernels. NEON keeps them on the f32 kernels.
+  bool quant_uses_dot() const noexcept {
+    const kernels::KernelTable& k = kernels::active();
+    return !uses_int8_activations(k) && uses_quant_dot(k, 8);
+  }
   /// True when int8 and int4 experts use int8 activations in the current ISA
   /// (int8_dot math and an x86 ISA: vpdpbusd with VNNI, else AVX2 integer
   /// multiply-adds).
@@ -325,9 +336,9 @@ class GatedExperts {
       const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
       if (is_quantized(pe.type)) {
         const int bits = pe.type == Dtype::i8 ? 8 : 4;
-        (uses_int8_activations(k) ? k.gate_up_quant_a8(bits)
-         : uses_dot(k)            ? k.gate_up_quant_dot(bits)
-                                  : k.gate_up_quant(bits))(
+        (uses_int8_activations(k)  ? k.gate_up_quant_a8(bits)
+         : uses_quant_dot(k, bits) ? k.gate_up_quant_dot(bits)
+                                   : k.gate_up_quant(bits))(
             x, d_, n, d_, packed_data_.data() + pe.gu,
             reinterpret_cast<const float*>(packed_data_.data() + pe.gu_scales), f_, c0, c1, H, U,
             f_);
@@ -374,9 +385,9 @@ class GatedExperts {
       const PackedExpert& pe = layout_[static_cast<std::size_t>(e)];
       if (is_quantized(pe.type)) {
         const int bits = pe.type == Dtype::i8 ? 8 : 4;
-        (uses_int8_activations(k) ? k.matmul_quant_a8(bits)
-         : uses_dot(k)            ? k.matmul_quant_dot(bits)
-                                  : k.matmul_quant(bits))(
+        (uses_int8_activations(k)  ? k.matmul_quant_a8(bits)
+         : uses_quant_dot(k, bits) ? k.matmul_quant_dot(bits)
+                                   : k.matmul_quant(bits))(
             scratch, f_, n, f_, packed_data_.data() + pe.down,
             reinterpret_cast<const float*>(packed_data_.data() + pe.down_scales), d_, c0, c1, out,
             d_);
@@ -418,6 +429,9 @@ class GatedExperts {
  private:
   bool uses_dot(const kernels::KernelTable& k) const noexcept {
     return bf16_math_ != Bf16Math::widen && k.has_dot();
+  }
+  bool uses_quant_dot(const kernels::KernelTable& k, int bits) const noexcept {
+    return uses_dot(k) && k.gate_up_quant_dot(bits) != nullptr;
   }
   bool uses_int8_activations(const kernels::KernelTable& k) const noexcept {
     return bf16_math_ == Bf16Math::int8_dot && k.has_int8_activations();

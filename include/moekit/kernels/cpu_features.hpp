@@ -4,8 +4,9 @@
 // x86-64: CPUID for the instruction sets and XGETBV for whether the OS saves
 // the YMM / ZMM state (an AVX-512 CPU under an OS that does not enable it must
 // not run AVX-512 code). AArch64: NEON (Advanced SIMD) is architectural; the
-// int8 dot product (SDOT, Armv8.2 DotProd) is asked of the OS (Linux: the
-// HWCAP_ASIMDDP bit of the auxiliary vector) unless the compiler targets it.
+// int8 dot product (SDOT, Armv8.2 DotProd) and BF16 (BFDOT, Armv8.6) are
+// asked of the OS (Linux: the HWCAP_ASIMDDP and HWCAP2_BF16 bits of the
+// auxiliary vector) unless the compiler targets them.
 // Other targets: nothing, the scalar kernels run.
 #pragma once
 
@@ -33,6 +34,7 @@ struct CpuFeatures {
   bool avx512bf16 = false, avx512vnni = false;
   bool neon = false;
   bool neon_dotprod = false;  ///< SDOT / UDOT (Armv8.2 DotProd)
+  bool neon_bf16 = false;     ///< BFDOT and the other Armv8.6 BF16 instructions
 };
 
 namespace detail {
@@ -81,6 +83,11 @@ inline CpuFeatures detect_cpu_features() noexcept {
   f.neon_dotprod = true;  // every CPU this build runs on has it
 #elif defined(__linux__) && defined(AT_HWCAP)
   f.neon_dotprod = (getauxval(AT_HWCAP) >> 20) & 1u;  // HWCAP_ASIMDDP
+#endif
+#if defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+  f.neon_bf16 = true;
+#elif defined(__linux__) && defined(AT_HWCAP2)
+  f.neon_bf16 = (getauxval(AT_HWCAP2) >> 14) & 1u;    // HWCAP2_BF16
 #endif
   return f;
 }

@@ -27,6 +27,7 @@
 #include "avx512/gemm_f32.hpp"
 #include "avx512/gemm_int8_vnni.hpp"
 #include "cpu_features.hpp"
+#include "neon/gemm_bf16_dot.hpp"
 #include "neon/gemm_f32.hpp"
 #include "neon/gemm_int8_dot.hpp"
 #include "quantized.hpp"
@@ -199,11 +200,13 @@ struct KernelTable {
                              const float* scales, Index N, Index c0, Index c1, float* Y, Index ldy);
   QGateUpFn gate_up_q8, gate_up_q4;
   QMatmulFn matmul_q8, matmul_q4;
-  /// bf16 weights times bf16-rounded activations (vdpbf16ps); null where the ISA lacks it.
+  /// bf16 weights times bf16-rounded activations (vdpbf16ps on AVX-512 BF16,
+  /// BFDOT on NEON with BF16); null where the ISA lacks it.
   GateUpFn<bf16> gate_up_bf16_dot = nullptr;
   MatmulFn<bf16> matmul_bf16_dot = nullptr;
   /// int8 / int4 codes (exact in bf16) times bf16-rounded activations
-  /// (vdpbf16ps), group scales applied in f32; null where the ISA lacks it.
+  /// (vdpbf16ps), group scales applied in f32; null where the ISA lacks it
+  /// (NEON too: there Bf16Math::dot runs int8 / int4 on the f32 kernels).
   QGateUpFn gate_up_q8_dot = nullptr, gate_up_q4_dot = nullptr;
   QMatmulFn matmul_q8_dot = nullptr, matmul_q4_dot = nullptr;
   /// int8 / int4 codes times int8 activations quantised per group of 32
@@ -227,7 +230,7 @@ struct KernelTable {
   QMatmulFn matmul_quant_a8(int bits) const noexcept {
     return bits == 8 ? matmul_q8_a8 : matmul_q4_a8;
   }
-  /// True when this ISA has the vdpbf16ps kernels (Bf16Math::dot runs them).
+  /// True when this ISA has bf16 dot-product kernels (Bf16Math::dot runs them).
   bool has_dot() const noexcept { return gate_up_bf16_dot != nullptr; }
   /// True when this ISA has int8-activation kernels (Bf16Math::int8_dot runs them).
   bool has_int8_activations() const noexcept { return gate_up_q8_a8 != nullptr; }
@@ -331,6 +334,12 @@ MOEKIT_DETAIL_TABLE_LINKAGE const KernelTable& table_for(Isa isa) noexcept {
       t.gate_up_q4_a8 = &neon_dotprod::gate_up_quant<4>;
       t.matmul_q8_a8 = &neon_dotprod::matmul_quant<8>;
       t.matmul_q4_a8 = &neon_dotprod::matmul_quant<4>;
+    }
+#endif
+#if defined(MOEKIT_HAVE_NEON_BF16)
+    if (cpu_features().neon_bf16) {  // bf16 experts through BFDOT (int8 / int4: f32 kernels)
+      t.gate_up_bf16_dot = &neon_bf16::gate_up;
+      t.matmul_bf16_dot = &neon_bf16::matmul;
     }
 #endif
     return t;

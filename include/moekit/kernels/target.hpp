@@ -12,9 +12,10 @@
 #define MOEKIT_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define MOEKIT_TARGET_AVX512 \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
-#define MOEKIT_TARGET_AVX512_BF16                                                            \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni,avx2,fma," \
-                        "f16c")))
+#define MOEKIT_TARGET_AVX512_BF16                                                 \
+  __attribute__((                                                                 \
+      target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni,avx2,fma," \
+             "f16c")))
 #include <immintrin.h>
 #endif
 
@@ -45,5 +46,13 @@
 #elif defined(__GNUC__) && !defined(__clang__) && !defined(MOEKIT_STATIC_DISPATCH)
 #define MOEKIT_HAVE_NEON_DOTPROD 1
 #define MOEKIT_TARGET_NEON_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+// The same for the BF16 kernels (neon/gemm_bf16_dot.hpp, BFDOT).
+#if defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+#define MOEKIT_HAVE_NEON_BF16 1
+#define MOEKIT_TARGET_NEON_BF16
+#elif defined(__GNUC__) && !defined(__clang__) && !defined(MOEKIT_STATIC_DISPATCH)
+#define MOEKIT_HAVE_NEON_BF16 1
+#define MOEKIT_TARGET_NEON_BF16 __attribute__((target("arch=armv8.2-a+bf16")))
 #endif
 #endif
