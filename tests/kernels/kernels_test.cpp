@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "moekit/kernels/roofline.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -978,6 +979,32 @@ TEST_P(PerIsa, RowResultDoesNotDependOnRowCount) {
     EXPECT_TRUE(moekit_test::bit_identical(G1, G.topRows(1))) << m;
     EXPECT_TRUE(moekit_test::bit_identical(U1, U.topRows(1))) << m;
   }
+}
+
+// The probes of `moekit roofline` on every ISA: each compute loop the ISA has
+// runs (a finite checksum), the others report 0 operations and do nothing,
+// and the bandwidth probe adds exactly (small integers) whatever path it takes.
+TEST_P(PerIsa, RooflineProbesRun) {
+  using kernels::PeakLoop;
+  const Isa isa = GetParam();
+  const bool fma = isa != Isa::scalar, bf16 = expects_bf16_dot(isa),
+             int8 = isa == Isa::avx512_bf16 ||
+                    (isa == Isa::neon && moekit::cpu_features().neon_dotprod);
+  EXPECT_EQ(kernels::peak_ops_per_iter(PeakLoop::fp32_fma, isa) > 0, fma);
+  EXPECT_EQ(kernels::peak_ops_per_iter(PeakLoop::bf16_dot, isa) > 0, bf16);
+  EXPECT_EQ(kernels::peak_ops_per_iter(PeakLoop::int8_dot, isa) > 0, int8);
+  for (PeakLoop loop : {PeakLoop::fp32_fma, PeakLoop::bf16_dot, PeakLoop::int8_dot}) {
+    const float sum = kernels::run_peak_loop(loop, isa, 100);
+    EXPECT_TRUE(std::isfinite(sum)) << static_cast<int>(loop);
+    if (kernels::peak_ops_per_iter(loop, isa) == 0) {
+      EXPECT_EQ(sum, 0.0f);
+    }
+  }
+  const std::size_t n = 64 * 9;
+  AlignedBuffer<float> buf(n);
+  float expected = 0.0f;
+  for (std::size_t i = 0; i < n; ++i) expected += buf.data()[i] = static_cast<float>(i % 7);
+  EXPECT_EQ(kernels::read_sum(isa, buf.data(), n), expected);
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, PerIsa, ::testing::ValuesIn(moekit::available_isas()),
