@@ -31,7 +31,9 @@ MOEKIT_NAMESPACE_BEGIN
 namespace kernels {
 namespace neon_bf16 {
 
+using neon::panel_row_tiles;
 using neon::Panels;
+using neon::panels_from;
 using neon::step_barrier;
 
 // Activation rows rounded to bf16: row i at a + i·ld (ld a multiple of 8).
@@ -121,24 +123,6 @@ inline constexpr int kTileRows = W == 32 ? 3 : 5;
 template <Index W>
 inline constexpr int kRowPanels = W == 32 ? 2 : 4;
 
-template <Index W>
-MOEKIT_TARGET_NEON_BF16 inline void rows_tile(Index mr, const Bf16Rows& A, Index K, const bf16* B,
-                                              float* o0, float* o1, Index ld) {
-  const Panels<1, const bf16*> b{B};
-  switch (mr) {
-    case 5:
-      if constexpr (kTileRows<W> >= 5) return tile<W, 5, 1>(A, K, b, o0, o1, ld);
-      break;
-    case 4:
-      if constexpr (kTileRows<W> >= 4) return tile<W, 4, 1>(A, K, b, o0, o1, ld);
-      break;
-    case 3: return tile<W, 3, 1>(A, K, b, o0, o1, ld);
-    case 2: return tile<W, 2, 1>(A, K, b, o0, o1, ld);
-    default: break;
-  }
-  tile<W, 1, 1>(A, K, b, o0, o1, ld);
-}
-
 // Columns [c0, c1) panel by panel (the structure of neon::run_panels).
 template <Index W>
 MOEKIT_TARGET_NEON_BF16 inline void run_panels(const float* X, Index lda, Index m, Index K,
@@ -147,30 +131,19 @@ MOEKIT_TARGET_NEON_BF16 inline void run_panels(const float* X, Index lda, Index 
   const Bf16Rows A = round_rows(X, lda, m, K);
   constexpr int MR = kTileRows<W>, NP = kRowPanels<W>;
   const Index panel = packed_k<bf16>(K) * W;
+  const auto bank = [&](Index p) { return packed + p * panel; };
   Index p = c0 / kPanel;
   if (m == 1)  // one row: NP full panels at a time while they last
-    for (; (p + NP) * kPanel <= c1; p += NP) {
-      Panels<NP, const bf16*> b{};
-      for (int j = 0; j < NP; ++j) b[static_cast<std::size_t>(j)] = packed + (p + j) * panel;
-      tile<W, 1, NP>(A, K, b, O0 + p * kPanel, W == 32 ? O1 + p * kPanel : nullptr, ldo);
-    }
-  alignas(16) float t0[MR * kPanel], t1[MR * kPanel];
+    for (; (p + NP) * kPanel <= c1; p += NP)
+      tile<W, 1, NP>(A, K, panels_from<NP>(bank, p), O0 + p * kPanel,
+                     W == 32 ? O1 + p * kPanel : nullptr, ldo);
   for (; p * kPanel < c1; ++p) {
+    const Panels<1, const bf16*> b{bank(p)};
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
-    const bool full = ncols == kPanel;
-    for (Index i = 0; i < m; i += MR) {
-      const Index mr = (m - i) < MR ? (m - i) : MR;
-      float* o0 = full ? O0 + i * ldo + p * kPanel : t0;
-      float* o1 = full && W == 32 ? O1 + i * ldo + p * kPanel : t1;
-      rows_tile<W>(mr, Bf16Rows{A.a + i * A.ld, A.ld}, K, packed + p * panel, o0, o1,
-                   full ? ldo : kPanel);
-      if (!full)
-        for (Index r = 0; r < mr; ++r)
-          for (Index j = 0; j < ncols; ++j) {
-            O0[(i + r) * ldo + p * kPanel + j] = t0[r * kPanel + j];
-            if (W == 32) O1[(i + r) * ldo + p * kPanel + j] = t1[r * kPanel + j];
-          }
-    }
+    panel_row_tiles<W, MR>(m, p, ncols, O0, O1, ldo,
+                           [&](Index i, auto mr, float* o0, float* o1, Index ld) {
+                             tile<W, mr, 1>(Bf16Rows{A.a + i * A.ld, A.ld}, K, b, o0, o1, ld);
+                           });
   }
 }
 

@@ -44,48 +44,15 @@ inline const float* decode_panel(const Src& B, Index K, float* out) {
   return out;
 }
 
-// One row tile of mr (1 .. kTileRows<W>) rows against one panel.
-template <Index W, class Src>
-inline void rows_tile(Index mr, const float* a, Index lda, Index K, const Src& B, float* o0,
-                      float* o1, Index ld) {
-  const Panels<1, Src> b{B};
-  switch (mr) {
-    case 6:
-      if constexpr (kTileRows<W> >= 6) return tile<W, 6, 1>(a, lda, K, b, o0, o1, ld);
-      break;
-    case 5:
-      if constexpr (kTileRows<W> >= 5) return tile<W, 5, 1>(a, lda, K, b, o0, o1, ld);
-      break;
-    case 4:
-      if constexpr (kTileRows<W> >= 4) return tile<W, 4, 1>(a, lda, K, b, o0, o1, ld);
-      break;
-    case 3: return tile<W, 3, 1>(a, lda, K, b, o0, o1, ld);
-    case 2: return tile<W, 2, 1>(a, lda, K, b, o0, o1, ld);
-    default: break;
-  }
-  tile<W, 1, 1>(a, lda, K, b, o0, o1, ld);
-}
-
-// Row tiles of m rows against one panel (source B, panel p) into its ncols
-// columns (a column tail goes through a stack tile, then is copied).
+// Row tiles of m rows against one panel (source B, panel p) into its ncols columns.
 template <Index W, class Src>
 inline void panel_rows(const float* A, Index lda, Index m, Index K, const Src& B, Index p,
                        Index ncols, float* O0, float* O1, Index ldo) {
-  constexpr int MR = kTileRows<W>;
-  const bool full = ncols == kPanel;
-  float t0[MR * kPanel], t1[MR * kPanel];
-  for (Index i = 0; i < m; i += MR) {
-    const Index mr = (m - i) < MR ? (m - i) : MR;
-    float* o0 = full ? O0 + i * ldo + p * kPanel : t0;
-    float* o1 = full && W == 32 ? O1 + i * ldo + p * kPanel : t1;
-    rows_tile<W>(mr, A + i * lda, lda, K, B, o0, o1, full ? ldo : kPanel);
-    if (!full)
-      for (Index r = 0; r < mr; ++r)
-        for (Index j = 0; j < ncols; ++j) {
-          O0[(i + r) * ldo + p * kPanel + j] = t0[r * kPanel + j];
-          if (W == 32) O1[(i + r) * ldo + p * kPanel + j] = t1[r * kPanel + j];
-        }
-  }
+  const Panels<1, Src> b{B};
+  panel_row_tiles<W, kTileRows<W>>(m, p, ncols, O0, O1, ldo,
+                                   [&](Index i, auto mr, float* o0, float* o1, Index ld) {
+                                     tile<W, mr, 1>(A + i * lda, lda, K, b, o0, o1, ld);
+                                   });
 }
 
 // NOTE: bf16 / f16 / int8 / int4 weights cost 2-7 instructions per 4 to widen

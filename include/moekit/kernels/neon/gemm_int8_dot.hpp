@@ -33,7 +33,9 @@ MOEKIT_NAMESPACE_BEGIN
 namespace kernels {
 namespace neon_dotprod {
 
+using neon::panel_row_tiles;
 using neon::Panels;
+using neon::panels_from;
 using neon::QuantPanel;
 using neon::step_barrier;
 
@@ -208,24 +210,6 @@ inline QuadRows rows_from(const QuadRows& A, Index i) {
   return {A.q + i * A.ld, A.s + i * A.G, A.ld, A.G};
 }
 
-template <Index W, class Src>
-MOEKIT_TARGET_NEON_DOTPROD inline void rows_tile(Index mr, const QuadRows& A, Index K, const Src& B,
-                                                 float* o0, float* o1, Index ld) {
-  const Panels<1, Src> b{B};
-  switch (mr) {
-    case 5:
-      if constexpr (kTileRows<W> >= 5) return tile<W, 5, 1>(A, K, b, o0, o1, ld);
-      break;
-    case 4:
-      if constexpr (kTileRows<W> >= 4) return tile<W, 4, 1>(A, K, b, o0, o1, ld);
-      break;
-    case 3: return tile<W, 3, 1>(A, K, b, o0, o1, ld);
-    case 2: return tile<W, 2, 1>(A, K, b, o0, o1, ld);
-    default: break;
-  }
-  tile<W, 1, 1>(A, K, b, o0, o1, ld);
-}
-
 struct QuadPanelTag;
 
 // Hidden or output columns [c0, c1) panel by panel (the structure of
@@ -248,32 +232,21 @@ MOEKIT_TARGET_NEON_DOTPROD inline void run_panels(const float* X, Index lda, Ind
       decode ? moekit::detail::thread_scratch<QuadPanelTag, std::int8_t>(nq * W * 4) : nullptr;
   Index p = c0 / kPanel;
   if (m == 1)  // one row: NP full panels at a time while they last
-    for (; (p + NP) * kPanel <= c1; p += NP) {
-      Panels<NP, QuantPanel<Bits>> b{};
-      for (int j = 0; j < NP; ++j) b[static_cast<std::size_t>(j)] = bank(p + j);
-      tile<W, 1, NP>(A, K, b, O0 + p * kPanel, W == 32 ? O1 + p * kPanel : nullptr, ldo);
-    }
-  alignas(16) float t0[MR * kPanel], t1[MR * kPanel];
+    for (; (p + NP) * kPanel <= c1; p += NP)
+      tile<W, 1, NP>(A, K, panels_from<NP>(bank, p), O0 + p * kPanel,
+                     W == 32 ? O1 + p * kPanel : nullptr, ldo);
   for (; p * kPanel < c1; ++p) {
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
-    const bool full = ncols == kPanel;
-    const QuadPanel qp = decode ? decode_panel<W>(bank(p), K, dec) : QuadPanel{};
-    for (Index i = 0; i < m; i += MR) {
-      const Index mr = (m - i) < MR ? (m - i) : MR;
-      float* o0 = full ? O0 + i * ldo + p * kPanel : t0;
-      float* o1 = full && W == 32 ? O1 + i * ldo + p * kPanel : t1;
-      const Index ld = full ? ldo : kPanel;
-      if (decode)
-        rows_tile<W>(mr, rows_from(A, i), K, qp, o0, o1, ld);
-      else
-        rows_tile<W>(mr, rows_from(A, i), K, bank(p), o0, o1, ld);
-      if (!full)
-        for (Index r = 0; r < mr; ++r)
-          for (Index j = 0; j < ncols; ++j) {
-            O0[(i + r) * ldo + p * kPanel + j] = t0[r * kPanel + j];
-            if (W == 32) O1[(i + r) * ldo + p * kPanel + j] = t1[r * kPanel + j];
-          }
-    }
+    const auto rows = [&](const auto& b) {  // b: this panel as one tile's source
+      panel_row_tiles<W, MR>(m, p, ncols, O0, O1, ldo,
+                             [&](Index i, auto mr, float* o0, float* o1, Index ld) {
+                               tile<W, mr, 1>(rows_from(A, i), K, b, o0, o1, ld);
+                             });
+    };
+    if (decode)
+      rows(Panels<1, QuadPanel>{decode_panel<W>(bank(p), K, dec)});
+    else
+      rows(Panels<1, QuantPanel<Bits>>{bank(p)});
   }
 }
 

@@ -17,6 +17,7 @@
 #ifdef MOEKIT_HAVE_NEON_KERNELS
 #include <array>
 #include <cstdint>
+#include <type_traits>
 
 #include "../../core/dtype.hpp"
 #include "../packing.hpp"
@@ -170,6 +171,53 @@ inline auto panels_from(const Bank& bank, Index p) {
   Panels<NP, decltype(bank(0))> b{};
   for (int j = 0; j < NP; ++j) b[static_cast<std::size_t>(j)] = bank(p + j);
   return b;
+}
+
+/// Calls tile(std::integral_constant<int, MR>{}) with MR = mr, 1 <= mr <=
+/// MaxRows (<= 6): a row count known at run time picks a tile compiled for it.
+template <int MaxRows, class Tile>
+inline void with_rows(Index mr, const Tile& tile) {
+  switch (mr) {
+    case 6:
+      if constexpr (MaxRows >= 6) return tile(std::integral_constant<int, 6>{});
+      break;
+    case 5:
+      if constexpr (MaxRows >= 5) return tile(std::integral_constant<int, 5>{});
+      break;
+    case 4:
+      if constexpr (MaxRows >= 4) return tile(std::integral_constant<int, 4>{});
+      break;
+    case 3:
+      if constexpr (MaxRows >= 3) return tile(std::integral_constant<int, 3>{});
+      break;
+    case 2: return tile(std::integral_constant<int, 2>{});
+    default: break;
+  }
+  tile(std::integral_constant<int, 1>{});
+}
+
+/// Row tiles of m rows, MR at a time, into the ncols columns of panel p of O0
+/// (and of O1 for W = 32, ld ldo): rows(i, MR', o0, o1, ld) computes rows
+/// i .. i + MR' - 1 (MR' an integral_constant, <= MR) into o0 / o1 at row
+/// stride ld. A column tail (ncols < 16) goes through a stack tile, then is
+/// copied, so nothing past column ncols is written.
+template <Index W, int MR, class Rows>
+inline void panel_row_tiles(Index m, Index p, Index ncols, float* O0, float* O1, Index ldo,
+                            const Rows& rows) {
+  const bool full = ncols == kPanel;
+  alignas(16) float t0[MR * kPanel], t1[MR * kPanel];
+  for (Index i = 0; i < m; i += MR) {
+    const Index mr = (m - i) < MR ? (m - i) : MR;
+    float* o0 = full ? O0 + i * ldo + p * kPanel : t0;
+    float* o1 = full && W == 32 ? O1 + i * ldo + p * kPanel : t1;
+    with_rows<MR>(mr, [&](auto r) { rows(i, r, o0, o1, full ? ldo : kPanel); });
+    if (!full)
+      for (Index r = 0; r < mr; ++r)
+        for (Index j = 0; j < ncols; ++j) {
+          O0[(i + r) * ldo + p * kPanel + j] = t0[r * kPanel + j];
+          if (W == 32) O1[(i + r) * ldo + p * kPanel + j] = t1[r * kPanel + j];
+        }
+  }
 }
 
 }  // namespace neon
