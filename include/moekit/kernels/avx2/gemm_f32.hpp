@@ -98,11 +98,15 @@ MOEKIT_TARGET_AVX2 inline void down_rows(Index mr, const float* a, Index lda, In
 
 // Row tiles of m rows against one panel (source B, panel p) into its ncols
 // columns; next / next_bytes: the next panel's bytes, for the tiles to ask for.
+// NOTE: not inlined, so that the tiles get the registers to themselves: inlined
+// into a driver that also decodes bf16 panels, GCC 12 kept the decode's mask in
+// a ymm register across the whole function, and the 3-row gate + up tile over
+// the decoded panel, one register short, spilled an accumulator every k
+// (bf16 prefill ~0.65x of f16's over the same f32 tiles).
 template <class Src>
-MOEKIT_TARGET_AVX2 inline void gate_up_panel_rows(const float* A, Index lda, Index m, Index K,
-                                                  const Src& B, Index p, Index ncols,
-                                                  const char* next, Index next_bytes, float* G,
-                                                  float* U, Index ldo, GroupCorrections corr) {
+MOEKIT_TARGET_AVX2 __attribute__((noinline)) void gate_up_panel_rows(
+    const float* A, Index lda, Index m, Index K, const Src& B, Index p, Index ncols,
+    const char* next, Index next_bytes, float* G, float* U, Index ldo, GroupCorrections corr) {
   const Index nt = (m + kGateUpRows - 1) / kGateUpRows;
   const bool full = ncols == kPanel;
   alignas(32) float tg[kGateUpRows * kPanel], tu[kGateUpRows * kPanel];
@@ -122,10 +126,9 @@ MOEKIT_TARGET_AVX2 inline void gate_up_panel_rows(const float* A, Index lda, Ind
   }
 }
 template <class Src>
-MOEKIT_TARGET_AVX2 inline void down_panel_rows(const float* A, Index lda, Index m, Index K,
-                                               const Src& B, Index p, Index ncols, const char* next,
-                                               Index next_bytes, float* Y, Index ldy,
-                                               GroupCorrections corr) {
+MOEKIT_TARGET_AVX2 __attribute__((noinline)) void down_panel_rows(
+    const float* A, Index lda, Index m, Index K, const Src& B, Index p, Index ncols,
+    const char* next, Index next_bytes, float* Y, Index ldy, GroupCorrections corr) {
   const Index nt = (m + kDownRows - 1) / kDownRows;
   const bool full = ncols == kPanel;
   alignas(32) float ty[kDownRows * kPanel];
