@@ -680,9 +680,14 @@ TEST(Avx2Ahead, TileSharesCoverTheNextPanelOnce) {
         for (Index t = 0; t < nt; ++t) {
           kernels::avx2::Ahead a = kernels::avx2::ahead_share(panel, bytes, t, nt, K);
           ASSERT_EQ(a.line, expect) << bytes << " " << nt << " " << K << " " << t;
+          // The int4 prefill tile steps a group (16 k-pairs) at a time.
+          kernels::avx2::Ahead by_group = a;
           for (Index s = 0; s < a.steps; ++s) a.step();
+          for (Index s = 0; s < by_group.steps; s += 16)
+            by_group.step(std::min<Index>(16, by_group.steps - s));
           expect = panel + (t + 1) * lines / nt * 64;
           ASSERT_EQ(a.line, expect) << bytes << " " << nt << " " << K << " " << t;
+          ASSERT_EQ(by_group.line, expect) << bytes << " " << nt << " " << K << " " << t;
         }
         ASSERT_EQ(expect - panel, lines * 64);
       }

@@ -208,6 +208,28 @@ MOEKIT_TARGET_AVX2 inline GroupCorrections group_corrections(const float* A, Ind
   }
 }
 
+// total[j] (+)= (acc[j] - the group's correction) · the group's scales, for
+// group g of NP panels (the first group stores).
+template <int MR, int NV, int NP, class Src>
+MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void add_group(
+    const __m256 (&acc)[NP][NV][MR], const Panels<NP, Src>& B, Index g, GroupCorrections corr,
+    float (&total)[NP][MR][8 * NV]) {
+  constexpr Index W = 8 * NV;
+#pragma GCC unroll 4
+  for (int j = 0; j < NP; ++j)
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m256 c = _mm256_broadcast_ss(corr.p + r * corr.ld + g);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const __m256 t = _mm256_sub_ps(acc[j][v][r], c);
+        const __m256 s = _mm256_loadu_ps(B[j].scales + g * W + 8 * v);
+        float* o = total[j][r] + 8 * v;
+        _mm256_store_ps(o, g == 0 ? _mm256_mul_ps(t, s) : _mm256_fmadd_ps(t, s, _mm256_load_ps(o)));
+      }
+    }
+}
+
 // MR rows against NP int4 panels of NV vectors of 8 columns (gate + up: NV = 4,
 // vectors 0-1 to O0 and 2-3 to O1; down: NV = 2, to O0), group by group:
 // each group's f32 sum of a · code, less its correction, times the group's
@@ -221,39 +243,42 @@ MOEKIT_TARGET_AVX2 inline void group_scaled_tile(const float* A, Index lda, Inde
   const Index groups = quant_groups(K);
   alignas(32) float total[NP][MR][W] = {};  // the output tile in L1 (zero if K = 0)
   for (Index g = 0; g < groups; ++g) {
+    const Index k0 = g * kQuantGroup, k1 = K - k0 < kQuantGroup ? K : k0 + kQuantGroup;
     __m256 acc[NP][NV][MR];
-#pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j)
+    if constexpr (std::is_same_v<Src, DecodedInt4Panel> && NV == 4) {
+      // NOTE: a decoded panel is an f32 panel: each group runs the f32 tile of
+      // tiles.hpp into a partial tile (the same sums: zero, then k in order).
+      // Through group_step below instead, GCC 12 spilled an accumulator every
+      // k-pair of the 3-row gate + up tile (int4 prefill ~0.75x of int8's).
+      static_assert(NP == 1, "a decoded panel is one panel");
+      alignas(32) float part[MR][W];
+      if (ahead.lines) ahead.step((k1 - k0 + 1) / 2);
+      const Panels<1, const float*> b{B[0].codes + k0 * W};
+      gate_up_tile<MR, 1>(A + k0, lda, k1 - k0, b, part[0], part[0] + kPanel, W, Ahead{});
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v)
 #pragma GCC unroll 8
-        for (int r = 0; r < MR; ++r) acc[j][v][r] = _mm256_setzero_ps();
-    const Index k1 = K - g * kQuantGroup < kQuantGroup ? K : (g + 1) * kQuantGroup;
-    Index k = g * kQuantGroup;
-    for (; k + 1 < k1; k += 2) {
-      if (ahead.lines) ahead.step();
+        for (int r = 0; r < MR; ++r) acc[0][v][r] = _mm256_load_ps(part[r] + 8 * v);
+    } else {
 #pragma GCC unroll 4
-      for (int j = 0; j < NP; ++j) group_step<MR, NV, 2>(A, lda, k, B[j], acc[j]);
-    }
-    if (k < k1) {  // an odd K's last k
-      if (ahead.lines) ahead.step();
+      for (int j = 0; j < NP; ++j)
 #pragma GCC unroll 4
-      for (int j = 0; j < NP; ++j) group_step<MR, NV, 1>(A, lda, k, B[j], acc[j]);
-    }
-#pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j)
+        for (int v = 0; v < NV; ++v)
 #pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) {
-        const __m256 c = _mm256_broadcast_ss(corr.p + r * corr.ld + g);
+          for (int r = 0; r < MR; ++r) acc[j][v][r] = _mm256_setzero_ps();
+      Index k = k0;
+      for (; k + 1 < k1; k += 2) {
+        if (ahead.lines) ahead.step();
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) {
-          const __m256 t = _mm256_sub_ps(acc[j][v][r], c);
-          const __m256 s = _mm256_loadu_ps(B[j].scales + g * W + 8 * v);
-          float* o = total[j][r] + 8 * v;
-          _mm256_store_ps(o,
-                          g == 0 ? _mm256_mul_ps(t, s) : _mm256_fmadd_ps(t, s, _mm256_load_ps(o)));
-        }
+        for (int j = 0; j < NP; ++j) group_step<MR, NV, 2>(A, lda, k, B[j], acc[j]);
       }
+      if (k < k1) {  // an odd K's last k
+        if (ahead.lines) ahead.step();
+#pragma GCC unroll 4
+        for (int j = 0; j < NP; ++j) group_step<MR, NV, 1>(A, lda, k, B[j], acc[j]);
+      }
+    }
+    add_group<MR, NV, NP>(acc, B, g, corr, total);
   }
 #pragma GCC unroll 4
   for (int j = 0; j < NP; ++j)

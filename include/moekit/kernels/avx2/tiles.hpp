@@ -57,9 +57,9 @@ struct Ahead {
   const char* line = nullptr;  // next line of this tile's share of the next panel
   Index lines = 0, steps = 1;  // lines of the share, spread over this many k-pair steps
   Index err = 0;               // Bresenham: no division in the k loop
-  // One k-pair step: after all `steps` calls, every line has been asked for.
-  __attribute__((always_inline)) void step() {  // prefetch is SSE: any x86-64
-    for (err += lines; err >= steps; err -= steps, line += 64) _mm_prefetch(line, _MM_HINT_T1);
+  // n k-pair steps: after `steps` of them, every line has been asked for.
+  __attribute__((always_inline)) void step(Index n = 1) {  // prefetch is SSE: any x86-64
+    for (err += n * lines; err >= steps; err -= steps, line += 64) _mm_prefetch(line, _MM_HINT_T1);
   }
 };
 
