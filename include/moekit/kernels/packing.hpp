@@ -18,6 +18,7 @@
 // load, so their results equal f32 arithmetic on the rounded weights.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -54,6 +55,30 @@ inline Index packed_size(Index N, Index K) noexcept {
 template <class T = float>
 inline Index packed_gate_up_size(Index f, Index K) noexcept {
   return panels(f) * packed_k<T>(K) * 2 * kPanel;
+}
+
+/// The packed panels of one weight (W values per k-row: 32 gate + up, 16
+/// otherwise) as the AVX2 and NEON drivers walk them: bank(p) is panel p's
+/// start; bytes_of / size_of say what to prefetch.
+template <class T>
+struct PanelBank {
+  const T* packed;
+  Index K, W;
+  const T* operator()(Index p) const noexcept { return packed + p * packed_k<T>(K) * W; }
+  const char* bytes_of(Index p) const noexcept { return reinterpret_cast<const char*>((*this)(p)); }
+  Index size_of(Index) const noexcept { return packed_k<T>(K) * W * Index(sizeof(T)); }
+};
+
+/// The sources of a tile that runs over NP panels at once (one-row decode:
+/// NP independent chains of FMAs), and panels p .. p + NP - 1 of a bank as
+/// such (AVX2, NEON).
+template <int NP, class Src>
+using Panels = std::array<Src, NP>;
+template <int NP, class Bank>
+inline auto panels_from(const Bank& bank, Index p) {
+  Panels<NP, decltype(bank(0))> b{};
+  for (int j = 0; j < NP; ++j) b[static_cast<std::size_t>(j)] = bank(p + j);
+  return b;
 }
 
 /// Storage conversion of one weight: float as is; bf16 / f16 bits (round to nearest even).

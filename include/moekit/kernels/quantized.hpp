@@ -100,6 +100,28 @@ inline void quantize_panel(float* const* src, int nsrc, Index N, Index K, Index 
   }
 }
 
+/// One int8 / int4 panel as stored: codes in k-pairs, one scale per group and column.
+template <int Bits>
+struct QuantPanel {
+  const std::uint8_t* codes;
+  const float* scales;
+};
+/// The panels of one int8 / int4 weight (W values per k-row), as PanelBank
+/// (packing.hpp) for the AVX2 and NEON drivers.
+template <int Bits>
+struct QuantBank {
+  const std::uint8_t* codes;
+  const float* scales;
+  Index K, W;
+  QuantPanel<Bits> operator()(Index p) const noexcept {
+    return {codes + p * quant_panel_code_bytes(K, W, Bits), scales + p * quant_panel_scales(K, W)};
+  }
+  const char* bytes_of(Index p) const noexcept {
+    return reinterpret_cast<const char*>(codes + p * quant_panel_code_bytes(K, W, Bits));
+  }
+  Index size_of(Index) const noexcept { return quant_panel_code_bytes(K, W, Bits); }
+};
+
 /// int8 activations for the int8-activation kernels (avx512/gemm_int8_vnni.hpp,
 /// avx2/gemm_int8_act.hpp): a group
 /// of n <= kQuantGroup inputs of one row gets scale = max|a| / 127 and codes

@@ -209,28 +209,6 @@ MOEKIT_TARGET_AVX2 inline void matmul_panels(const float* A, Index lda, Index m,
   }
 }
 
-template <class T>
-struct PanelBank {  // f32 / bf16 / f16 packed panels of W values per k-row
-  const T* packed;
-  Index K, W;
-  const T* operator()(Index p) const noexcept { return packed + p * packed_k<T>(K) * W; }
-  const char* bytes_of(Index p) const noexcept { return reinterpret_cast<const char*>((*this)(p)); }
-  Index size_of(Index) const noexcept { return packed_k<T>(K) * W * Index(sizeof(T)); }
-};
-template <int Bits>
-struct QuantBank {
-  const std::uint8_t* codes;
-  const float* scales;
-  Index K, W;
-  QuantPanel<Bits> operator()(Index p) const noexcept {
-    return {codes + p * quant_panel_code_bytes(K, W, Bits), scales + p * quant_panel_scales(K, W)};
-  }
-  const char* bytes_of(Index p) const noexcept {
-    return reinterpret_cast<const char*>(codes + p * quant_panel_code_bytes(K, W, Bits));
-  }
-  Index size_of(Index) const noexcept { return quant_panel_code_bytes(K, W, Bits); }
-};
-
 template <class T = float>
 MOEKIT_TARGET_AVX2 inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed,
                                        Index f, Index c0, Index c1, float* G, float* U, Index ldo) {

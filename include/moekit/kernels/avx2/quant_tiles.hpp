@@ -34,12 +34,6 @@ namespace avx2 {
 /// What an int4 tile subtracts from each stored code to get the signed code.
 inline constexpr int kInt4Bias = 8;
 
-/// One int8 / int4 panel as stored: codes in k-pairs and one scale per group and column.
-template <int Bits>
-struct QuantPanel {
-  const std::uint8_t* codes;
-  const float* scales;
-};
 /// An int4 panel decoded once to f32 codes (biased as stored), for many row tiles.
 struct DecodedInt4Panel {
   const float* codes;  // [K, W]
@@ -52,20 +46,6 @@ template <>
 inline constexpr bool kGroupScaled<QuantPanel<4>> = true;
 template <>
 inline constexpr bool kGroupScaled<DecodedInt4Panel> = true;
-
-// int8 codes as f32 weights for the tiles of tiles.hpp: the 8 codes at
-// (k, off..off+7) times their group scale, which rounds exactly as the
-// dequantised master weight does. Codes sit in k-pairs (quantized.hpp):
-// 16-bit word j holds column off + j's pair; P = k & 1 picks its half.
-template <Index W, int P>
-MOEKIT_TARGET_AVX2 inline __m256 weights8(const QuantPanel<8>& B, Index k, Index off) {
-  const __m256i w = _mm256_cvtepi16_epi32(
-      _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.codes + (k >> 1) * 2 * W + 2 * off)));
-  const __m256i q =
-      P == 0 ? _mm256_srai_epi32(_mm256_slli_epi32(w, 24), 24) : _mm256_srai_epi32(w, 8);
-  return _mm256_mul_ps(_mm256_cvtepi32_ps(q),
-                       _mm256_loadu_ps(B.scales + (k / kQuantGroup) * W + off));
-}
 
 // Byte-shuffle controls: 32-bit lane i of each 128-bit half takes byte
 // base + 2i + P of that half into its lowest byte; every other byte is zeroed.

@@ -15,6 +15,7 @@
 
 #include "../../core/dtype.hpp"
 #include "../packing.hpp"
+#include "../quantized.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
 namespace kernels {
@@ -45,6 +46,20 @@ MOEKIT_TARGET_AVX2 inline __m256 weights8(const T* B, Index k, Index off) {
   } else {
     return load8(B + k * W + off);
   }
+}
+
+// int8 codes as f32 weights: the 8 codes at
+// (k, off..off+7) times their group scale, which rounds exactly as the
+// dequantised master weight does. Codes sit in k-pairs (quantized.hpp):
+// 16-bit word j holds column off + j's pair; P = k & 1 picks its half.
+template <Index W, int P>
+MOEKIT_TARGET_AVX2 inline __m256 weights8(const QuantPanel<8>& B, Index k, Index off) {
+  const __m256i w = _mm256_cvtepi16_epi32(
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.codes + (k >> 1) * 2 * W + 2 * off)));
+  const __m256i q =
+      P == 0 ? _mm256_srai_epi32(_mm256_slli_epi32(w, 24), 24) : _mm256_srai_epi32(w, 8);
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(q),
+                       _mm256_loadu_ps(B.scales + (k / kQuantGroup) * W + off));
 }
 
 // NOTE: a panel is read from memory by its first row tile and from L2 by the
@@ -111,8 +126,6 @@ MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void down_step(const fl
 // at once (the one-row driver uses NP > 1: NP times the independent chains),
 // with output column block j at j * kPanel. Each column sums its k in order
 // whatever MR and NP are, so the bytes do not depend on them.
-template <int NP, class Src>
-using Panels = std::array<Src, NP>;
 
 template <int MR, int NP, class Src>
 MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K,
@@ -173,14 +186,6 @@ MOEKIT_TARGET_AVX2 inline void down_tile(const float* A, Index lda, Index K,
       _mm256_storeu_ps(Y + r * ldy + j * kPanel, y0[j][r]);
       _mm256_storeu_ps(Y + r * ldy + j * kPanel + 8, y1[j][r]);
     }
-}
-
-// Panels p .. p + NP - 1 of a bank as one tile's sources.
-template <int NP, class Bank>
-inline auto panels_from(const Bank& bank, Index p) {
-  Panels<NP, decltype(bank(0))> b{};
-  for (int j = 0; j < NP; ++j) b[static_cast<std::size_t>(j)] = bank(p + j);
-  return b;
 }
 constexpr int kGateUpRowPanels = 2;  // one row: 8 accumulators
 constexpr int kDownRowPanels = 4;    // one row: 8 accumulators

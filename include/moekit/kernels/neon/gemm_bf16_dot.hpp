@@ -32,8 +32,6 @@ namespace kernels {
 namespace neon_bf16 {
 
 using neon::panel_row_tiles;
-using neon::Panels;
-using neon::panels_from;
 using neon::step_barrier;
 
 // Activation rows rounded to bf16: row i at a + i·ld (ld a multiple of 8).
@@ -130,8 +128,7 @@ MOEKIT_TARGET_NEON_BF16 inline void run_panels(const float* X, Index lda, Index 
                                                float* O1, Index ldo) {
   const Bf16Rows A = round_rows(X, lda, m, K);
   constexpr int MR = kTileRows<W>, NP = kRowPanels<W>;
-  const Index panel = packed_k<bf16>(K) * W;
-  const auto bank = [&](Index p) { return packed + p * panel; };
+  const PanelBank<bf16> bank{packed, K, W};
   Index p = c0 / kPanel;
   if (m == 1)  // one row: NP full panels at a time while they last
     for (; (p + NP) * kPanel <= c1; p += NP)

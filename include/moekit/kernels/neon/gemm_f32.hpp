@@ -85,22 +85,6 @@ inline void run_panels(const float* A, Index lda, Index m, Index K, const Bank& 
   }
 }
 
-template <class T>
-struct PanelBank {  // f32 / bf16 / f16 packed panels of W values per k-row
-  const T* packed;
-  Index K, W;
-  const T* operator()(Index p) const noexcept { return packed + p * packed_k<T>(K) * W; }
-};
-template <int Bits>
-struct QuantBank {
-  const std::uint8_t* codes;
-  const float* scales;
-  Index K, W;
-  QuantPanel<Bits> operator()(Index p) const noexcept {
-    return {codes + p * quant_panel_code_bytes(K, W, Bits), scales + p * quant_panel_scales(K, W)};
-  }
-};
-
 template <class T = float>
 inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed, Index f, Index c0,
                     Index c1, float* G, float* U, Index ldo) {

@@ -34,9 +34,6 @@ namespace kernels {
 namespace neon_dotprod {
 
 using neon::panel_row_tiles;
-using neon::Panels;
-using neon::panels_from;
-using neon::QuantPanel;
 using neon::step_barrier;
 
 // Quantised activation rows: row i's codes at q + i·ld (G groups of 32 bytes,
@@ -222,10 +219,7 @@ MOEKIT_TARGET_NEON_DOTPROD inline void run_panels(const float* X, Index lda, Ind
                                                   Index ldo) {
   const QuadRows A = quantize_rows(X, lda, m, K);
   constexpr int MR = kTileRows<W>, NP = kRowPanels<W>;
-  const Index code_bytes = quant_panel_code_bytes(K, W, Bits), nscales = quant_panel_scales(K, W);
-  const auto bank = [&](Index p) {
-    return QuantPanel<Bits>{codes + p * code_bytes, scales + p * nscales};
-  };
+  const QuantBank<Bits> bank{codes, scales, K, W};
   const bool decode = m > MR;
   const Index pairs = (K + 1) / 2, nq = (pairs + 1) / 2;
   std::int8_t* dec =

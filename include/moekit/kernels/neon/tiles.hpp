@@ -55,13 +55,6 @@ inline void weights8(const bf16* B, Index k, Index off, float32x4_t& lo, float32
   hi = bf16_half<P>(vld1q_u32(p + 4));
 }
 
-/// One int8 / int4 panel as stored: codes in k-pairs, one scale per group and column.
-template <int Bits>
-struct QuantPanel {
-  const std::uint8_t* codes;
-  const float* scales;
-};
-
 // 16-bit codes of one column's k-pair per 32-bit lane (even k low): the value
 // for k is the half P, sign-extended, times the column's group scale, which
 // rounds exactly as the dequantised master weight (code · scale) does.
@@ -107,9 +100,6 @@ inline constexpr int kRowPanels = W == 32 ? 2 : 4;
 // tile body). An empty asm with a memory clobber after each 8 columns keeps
 // those loads after it; the accumulators live in registers, so nothing spills.
 __attribute__((always_inline)) inline void step_barrier() { __asm__ volatile("" ::: "memory"); }
-
-template <int NP, class Src>
-using Panels = std::array<Src, NP>;
 
 // One k of a tile (P = k & 1): per 8 columns, the weights, then MR rows of FMAs.
 template <Index W, int MR, int P, class Src>
@@ -163,14 +153,6 @@ inline void tile(const float* A, Index lda, Index K, const Panels<NP, Src>& pane
             q < 4 ? O0 + r * ldo + j * kPanel + 4 * q : O1 + r * ldo + j * kPanel + 4 * (q - 4);
         vst1q_f32(out, acc[j][r][q]);
       }
-}
-
-// Panels p .. p + NP - 1 of a bank as one tile's sources.
-template <int NP, class Bank>
-inline auto panels_from(const Bank& bank, Index p) {
-  Panels<NP, decltype(bank(0))> b{};
-  for (int j = 0; j < NP; ++j) b[static_cast<std::size_t>(j)] = bank(p + j);
-  return b;
 }
 
 /// Calls tile(std::integral_constant<int, MR>{}) with MR = mr, 1 <= mr <=
