@@ -117,9 +117,7 @@ struct Projection {
     return static_cast<double>(f32.size() * 4 + bf16.size() * 2 + f16.size() * 2 + codes.size() +
                                scales.size() * 4);
   }
-  double flops(Index m) const {
-    return 2.0 * static_cast<double>(m * K * N) * (gate_up ? 2 : 1);
-  }
+  double flops(Index m) const { return 2.0 * static_cast<double>(m * K * N) * (gate_up ? 2 : 1); }
 
   // Whether `t` has this path; if so, runs it on m rows of A into O0 (and O1).
   bool run(const kernels::KernelTable& t, Math math, const float* A, Index m, float* O0,
@@ -135,8 +133,10 @@ struct Projection {
           mm(A, K, m, K, packed, N, 0, N, O0, ld);
         return true;
       };
-      if (w == Weights::f32) return math == Math::f32 && go(f32.data(), t.gate_up_f32, t.matmul_f32);
-      if (w == Weights::f16) return math == Math::f32 && go(f16.data(), t.gate_up_f16, t.matmul_f16);
+      if (w == Weights::f32)
+        return math == Math::f32 && go(f32.data(), t.gate_up_f32, t.matmul_f32);
+      if (w == Weights::f16)
+        return math == Math::f32 && go(f16.data(), t.gate_up_f16, t.matmul_f16);
       return math == Math::f32 ? go(bf16.data(), t.gate_up_bf16, t.matmul_bf16)
                                : go(bf16.data(), t.gate_up_bf16_dot, t.matmul_bf16_dot);
     }
@@ -223,10 +223,9 @@ int main(int argc, char** argv) {
               const std::string name = std::string("kernel/") + moekit::isa_name(isa) + "/" +
                                        name_of(w) + "/" + name_of(math) + "/" + s.name + "/" +
                                        (gate_up ? "gate_up" : "down") + "/m:" + std::to_string(m);
-              benchmark::RegisterBenchmark(name.c_str(),
-                                           [get, isa, math, m](benchmark::State& st) {
-                                             run_case(st, get(), isa, math, m);
-                                           })
+              benchmark::RegisterBenchmark(
+                  name.c_str(),
+                  [get, isa, math, m](benchmark::State& st) { run_case(st, get(), isa, math, m); })
                   ->Unit(benchmark::kMicrosecond)
                   ->UseRealTime()
                   ->MinTime(0.5);

@@ -131,21 +131,16 @@ MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void group_step(const f
     }
   }
 }
-// The decoded panel is an f32 panel: the f32 steps of tiles.hpp.
+// The decoded panel is an f32 panel: the f32 steps of tiles.hpp (down only:
+// a decoded gate + up group runs gate_up_tile whole, see group_scaled_tile).
 template <int MR, int NV, int NK>
 MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void group_step(const float* A, Index lda,
                                                                          Index k,
                                                                          const DecodedInt4Panel& B,
                                                                          __m256 (&acc)[NV][MR]) {
-  static_assert(NV == 4 || NV == 2, "gate + up or down panels");
-  if constexpr (NV == 4) {
-    gate_up_step<MR, 0>(A, lda, k, B.codes, acc[0], acc[1], acc[2], acc[3]);
-    if constexpr (NK == 2)
-      gate_up_step<MR, 1>(A, lda, k + 1, B.codes, acc[0], acc[1], acc[2], acc[3]);
-  } else {
-    down_step<MR, 0>(A, lda, k, B.codes, acc[0], acc[1]);
-    if constexpr (NK == 2) down_step<MR, 1>(A, lda, k + 1, B.codes, acc[0], acc[1]);
-  }
+  static_assert(NV == 2, "down panels");
+  down_step<MR, 0>(A, lda, k, B.codes, acc[0], acc[1]);
+  if constexpr (NK == 2) down_step<MR, 1>(A, lda, k + 1, B.codes, acc[0], acc[1]);
 }
 
 /// kInt4Bias · (sum of each group's activations) of m rows: row r's group g at

@@ -11,7 +11,6 @@
 #include "../target.hpp"
 
 #ifdef MOEKIT_HAVE_X86_KERNELS
-#include <array>
 
 #include "../../core/dtype.hpp"
 #include "../packing.hpp"
@@ -48,10 +47,10 @@ MOEKIT_TARGET_AVX2 inline __m256 weights8(const T* B, Index k, Index off) {
   }
 }
 
-// int8 codes as f32 weights: the 8 codes at
-// (k, off..off+7) times their group scale, which rounds exactly as the
-// dequantised master weight does. Codes sit in k-pairs (quantized.hpp):
-// 16-bit word j holds column off + j's pair; P = k & 1 picks its half.
+// int8 codes as f32 weights: the 8 codes at (k, off..off+7) times their group
+// scale, which rounds exactly as the dequantised master weight does. Codes sit
+// in k-pairs (quantized.hpp): 16-bit word j holds column off + j's pair;
+// P = k & 1 picks its half.
 template <Index W, int P>
 MOEKIT_TARGET_AVX2 inline __m256 weights8(const QuantPanel<8>& B, Index k, Index off) {
   const __m256i w = _mm256_cvtepi16_epi32(
@@ -125,8 +124,8 @@ MOEKIT_TARGET_AVX2 __attribute__((always_inline)) inline void down_step(const fl
 // runs its MR rows against NP panels
 // at once (the one-row driver uses NP > 1: NP times the independent chains),
 // with output column block j at j * kPanel. Each column sums its k in order
-// whatever MR and NP are, so the bytes do not depend on them.
-
+// whatever MR and NP are, so the bytes do not depend on them (Panels:
+// packing.hpp).
 template <int MR, int NP, class Src>
 MOEKIT_TARGET_AVX2 inline void gate_up_tile(const float* A, Index lda, Index K,
                                             const Panels<NP, Src>& B, float* G, float* U, Index ldo,

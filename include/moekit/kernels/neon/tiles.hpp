@@ -15,7 +15,6 @@
 #include "../target.hpp"
 
 #ifdef MOEKIT_HAVE_NEON_KERNELS
-#include <array>
 #include <cstdint>
 #include <type_traits>
 
