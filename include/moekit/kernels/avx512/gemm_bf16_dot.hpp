@@ -102,8 +102,11 @@ struct QuantPairs {
   const std::uint8_t* codes;
   const float* scales;
   static constexpr bool kScaled = true;
-  static constexpr bool kPrefetch = false;  // as avx512::QuantSource
-  void prefetch(Index) const noexcept {}
+  // As avx512::QuantSource (olmoe T = 64: int8 1.42x, int4 1.35x with it).
+  static constexpr bool kPrefetch = true;
+  void prefetch(Index kp) const noexcept {
+    avx512::prefetch_row<(Bits == 8 ? 2 : 1) * W>(codes, kp);  // bytes of codes per k-pair
+  }
   MOEKIT_TARGET_AVX512_BF16 __m512bh operator()(Index kp, Index off) const {
     if constexpr (Bits == 8) {  // 32 bytes: the pairs of 16 columns, in order
       const std::uint8_t* c = codes + kp * 2 * W + 2 * off;

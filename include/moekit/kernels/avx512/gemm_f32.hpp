@@ -101,10 +101,13 @@ template <int Bits, Index W>
 struct QuantSource {
   const std::uint8_t* codes;
   const float* scales;
-  // Quantised panels are small and decoding them keeps the core busy: the
-  // hardware prefetcher keeps up, and explicit prefetches measured slower.
-  static constexpr bool kPrefetch = false;
-  void prefetch(Index) const noexcept {}
+  // The row tiles of 7 or more rows share asking for the next panel's codes, as
+  // for f32 panels (k-row k: W or W / 2 bytes). Left to the hardware
+  // prefetcher, a call of ~8 rows (olmoe T = 64) read its codes at about half
+  // the memory's speed (int8 1.37x, int4 1.10x with the prefetch). Tiles of up
+  // to 6 rows ask for nothing (as for every source).
+  static constexpr bool kPrefetch = true;
+  void prefetch(Index k) const noexcept { prefetch_row<(Bits == 8 ? W : W / 2)>(codes, k); }
   template <int P>
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off, Parity<P>) const {
     const __m512 scale = _mm512_loadu_ps(scales + (k / kQuantGroup) * W + off);
