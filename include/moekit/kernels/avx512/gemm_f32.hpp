@@ -41,7 +41,7 @@ inline __mmask16 column_mask(Index ncols) noexcept {
   return ncols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << ncols) - 1u);
 }
 
-// Asks for k-row k of a panel whose rows are N bytes (16 to 128) to be
+// Asks for k-row k of a panel whose rows are N bytes (8 to 128) to be
 // brought into cache ahead of use: once per cache line, not once per row.
 // NOTE: prefetcht0 (every level), not prefetcht1: in a one-core harness
 // streaming 16 experts' gate/up panels from memory (64 rows, bf16 dot) the
