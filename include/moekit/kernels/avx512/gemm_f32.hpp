@@ -101,11 +101,10 @@ template <int Bits, Index W>
 struct QuantSource {
   const std::uint8_t* codes;
   const float* scales;
-  // The row tiles of 7 or more rows share asking for the next panel's codes, as
-  // for f32 panels (k-row k: W or W / 2 bytes). Left to the hardware
-  // prefetcher, a call of ~8 rows (olmoe T = 64) read its codes at about half
-  // the memory's speed (int8 1.37x, int4 1.10x with the prefetch). As for
-  // every source, tiles of up to 6 rows ask from 2 rows (gate_up_panels).
+  // Row tiles ask for the next panel's codes as for f32 panels (k-row k: W or
+  // W / 2 bytes). Left to the hardware prefetcher, calls of ~8 rows (olmoe
+  // T = 64) read their codes at about half the memory's speed (int8 1.37x,
+  // int4 1.10x with the asking).
   static constexpr bool kPrefetch = true;
   void prefetch(Index k) const noexcept { prefetch_row<(Bits == 8 ? W : W / 2)>(codes, k); }
   template <int P>
@@ -322,6 +321,11 @@ inline Index tile_rows(Index m, Index tiles, Index t) noexcept {
 // rows the tiles therefore span 2 (gate + up) or 4 (down) panels, giving the
 // core 4 to 24 independent chains while it streams the weights.
 constexpr int kWideRows = 6;
+// Those tiles ask for the next panel group (Ahead) from this many rows: with
+// 2-6 rows the hardware prefetcher alone read int4 codes too slowly (olmoe,
+// qwen3-30b-a3b, deepseek-v2-lite T = 64: 1.10-1.23x with the asking), while
+// for one row (decode) it streamed faster than with it (bf16 / f32 T = 1: 0.91x).
+constexpr int kWideAheadRows = 2;
 
 // f32 activation rows as a tile reads them: row i of a call starts at A + i·lda.
 struct F32Rows {
@@ -370,11 +374,8 @@ MOEKIT_TARGET_AVX512 inline void gate_up_panels(const Rows& A, Index m, const Ba
   if (m <= kWideRows)
     for (; p + 2 <= p_end; p += 2)
       panel_group<2>(bank, p, c1, [&](const Src* B, const __mmask16* mask) {
-        // From 2 rows the tile asks for the next panels (int4 at T = 64, 2-6 rows
-        // per expert: 1.10-1.23x); one row (decode) leaves it to the hardware
-        // prefetcher, which streamed faster there (bf16 / f32 T = 1: 0.91x with it).
         const Src after[2] = {bank(p + 2), bank(p + 3)};
-        const Ahead<Src> nx{m >= 2 && p + 4 <= p_end ? after : nullptr, 0, 1};
+        const Ahead<Src> nx{m >= kWideAheadRows && p + 4 <= p_end ? after : nullptr, 0, 1};
 #define MOEKIT_CALL(R) \
   Tiles::template gate_up<R, 2>(A, B, G + p * kPanel, U + p * kPanel, ldo, mask, nx)
         MOEKIT_AVX512_ROWS6(m, MOEKIT_CALL)
@@ -408,9 +409,8 @@ MOEKIT_TARGET_AVX512 inline void matmul_panels(const Rows& A, Index m, const Ban
   if (m <= kWideRows)
     for (; p + 4 <= p_end; p += 4)
       panel_group<4>(bank, p, c1, [&](const Src* B, const __mmask16* mask) {
-        // As for gate + up above.
         const Src after[4] = {bank(p + 4), bank(p + 5), bank(p + 6), bank(p + 7)};
-        const Ahead<Src> nx{m >= 2 && p + 8 <= p_end ? after : nullptr, 0, 1};
+        const Ahead<Src> nx{m >= kWideAheadRows && p + 8 <= p_end ? after : nullptr, 0, 1};
 #define MOEKIT_CALL(R) Tiles::template down<R, 4>(A, B, Y + p * kPanel, ldy, mask, nx)
         MOEKIT_AVX512_ROWS6(m, MOEKIT_CALL)
 #undef MOEKIT_CALL

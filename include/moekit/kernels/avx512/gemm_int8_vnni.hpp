@@ -157,7 +157,9 @@ struct QuantQuads {
   const float* scales;
   Index K2;  // k-pairs of the panel
   static constexpr Index kRowBytes = Bits == 8 ? 2 * W : W;
-  static constexpr bool kPrefetch = false;  // the hardware prefetcher does better (as QuantSource)
+  // Unlike QuantPairs / QuantSource, asking for the next panel's codes gained
+  // nothing here (olmoe T = 64, int8_dot: 0.98x int8, 1.03x int4).
+  static constexpr bool kPrefetch = false;
   void prefetch(Index) const noexcept {}
   MOEKIT_TARGET_AVX512_BF16 __m512i operator()(Index kq, Index off) const {
     const std::uint8_t* c = codes + 2 * kq * kRowBytes;
