@@ -128,7 +128,7 @@ struct Projection {
       const auto go = [&](const auto* packed, auto gu, auto mm) {
         if (!gu || !mm) return false;
         if (gate_up)
-          gu(A, K, m, K, packed, N, 0, N, O0, O1, ld);
+          gu({A, K}, m, K, packed, N, 0, N, O0, O1, ld);
         else
           mm(A, K, m, K, packed, N, 0, N, O0, ld);
         return true;
@@ -149,7 +149,7 @@ struct Projection {
                                              : t.matmul_quant_a8(bits);
     if (!gu || !mm) return false;
     if (gate_up)
-      gu(A, K, m, K, codes.data(), scales.data(), N, 0, N, O0, O1, ld);
+      gu({A, K}, m, K, codes.data(), scales.data(), N, 0, N, O0, O1, ld);
     else
       mm(A, K, m, K, codes.data(), scales.data(), N, 0, N, O0, ld);
     return true;

@@ -100,7 +100,7 @@ void check_quant_entry_points(kernels::KernelTable::QMatmulFn matmul,
   const double tol = 1e-5 * std::sqrt(static_cast<double>(K)) * scale;
   const auto run = [&](Index rows, Index c0, Index c1, Matrix& Y, Matrix& G, Matrix& U) {
     matmul(A.data(), K, rows, K, q.c16.data(), q.s16.data(), N, c0, c1, Y.data(), N);
-    gate_up(A.data(), K, rows, K, q.c32.data(), q.s32.data(), N, c0, c1, G.data(), U.data(), N);
+    gate_up({A.data(), K}, rows, K, q.c32.data(), q.s32.data(), N, c0, c1, G.data(), U.data(), N);
   };
   for (Index split : {N, (N > 32 ? Index(32) : N)}) {
     Matrix Y = Matrix::Constant(m, N, 777.0f), G = Y, U = Y;
@@ -151,11 +151,11 @@ TEST_P(PerIsa, MatmulAndGateUpOnOddShapes) {
         for (Index split : {N, (N > 16 ? Index(16) : N)}) {
           Matrix Y = Matrix::Constant(m, N, 777.0f), G = Y, U = Y;
           k.matmul_f32(A.data(), K, m, K, p.data(), N, 0, split, Y.data(), N);
-          k.gate_up_f32(A.data(), K, m, K, pgu.data(), N, 0, split, G.data(), U.data(), N);
+          k.gate_up_f32({A.data(), K}, m, K, pgu.data(), N, 0, split, G.data(), U.data(), N);
           if (split < N) {
             EXPECT_EQ(Y(0, split), 777.0f) << "wrote past its column range";
             k.matmul_f32(A.data(), K, m, K, p.data(), N, split, N, Y.data(), N);
-            k.gate_up_f32(A.data(), K, m, K, pgu.data(), N, split, N, G.data(), U.data(), N);
+            k.gate_up_f32({A.data(), K}, m, K, pgu.data(), N, split, N, G.data(), U.data(), N);
           }
           ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol)
               << "matmul m=" << m << " K=" << K << " N=" << N;
@@ -308,7 +308,7 @@ void check_half_kernels() {
         kernels::pack_gate_up(W.data(), W2.data(), N, K, pgu.data());
         Matrix Y(m, N), G(m, N), U(m, N);
         k.matmul(p.data())(A.data(), K, m, K, p.data(), N, 0, N, Y.data(), N);
-        k.gate_up(pgu.data())(A.data(), K, m, K, pgu.data(), N, 0, N, G.data(), U.data(), N);
+        k.gate_up(pgu.data())({A.data(), K}, m, K, pgu.data(), N, 0, N, G.data(), U.data(), N);
         const Eigen::MatrixXd ref = A.cast<double>() * W.cast<double>().transpose();
         const Eigen::MatrixXd ref2 = A.cast<double>() * W2.cast<double>().transpose();
         const double tol =
@@ -320,7 +320,7 @@ void check_half_kernels() {
         // it has among m rows (AVX2: each panel decoded once to f32).
         Matrix Y1(1, N), G1(1, N), U1(1, N);
         k.matmul(p.data())(A.data(), K, 1, K, p.data(), N, 0, N, Y1.data(), N);
-        k.gate_up(pgu.data())(A.data(), K, 1, K, pgu.data(), N, 0, N, G1.data(), U1.data(), N);
+        k.gate_up(pgu.data())({A.data(), K}, 1, K, pgu.data(), N, 0, N, G1.data(), U1.data(), N);
         ASSERT_TRUE(moekit_test::bit_identical(Y1, Y.topRows(1))) << m << " " << K << " " << N;
         ASSERT_TRUE(moekit_test::bit_identical(G1, G.topRows(1))) << m << " " << K << " " << N;
         ASSERT_TRUE(moekit_test::bit_identical(U1, U.topRows(1))) << m << " " << K << " " << N;
@@ -363,11 +363,11 @@ TEST_P(PerIsa, Bf16DotKernelsAgainstRoundedProducts) {
         for (Index split : {N, (N > 32 ? Index(32) : N)}) {
           Matrix Y = Matrix::Constant(m, N, 777.0f), G = Y, U = Y;
           k.matmul_bf16_dot(A.data(), K, m, K, p.data(), N, 0, split, Y.data(), N);
-          k.gate_up_bf16_dot(A.data(), K, m, K, pgu.data(), N, 0, split, G.data(), U.data(), N);
+          k.gate_up_bf16_dot({A.data(), K}, m, K, pgu.data(), N, 0, split, G.data(), U.data(), N);
           if (split < N) {
             ASSERT_EQ(Y(0, split), 777.0f) << "wrote past its column range";
             k.matmul_bf16_dot(A.data(), K, m, K, p.data(), N, split, N, Y.data(), N);
-            k.gate_up_bf16_dot(A.data(), K, m, K, pgu.data(), N, split, N, G.data(), U.data(), N);
+            k.gate_up_bf16_dot({A.data(), K}, m, K, pgu.data(), N, split, N, G.data(), U.data(), N);
           }
           ASSERT_LE((Y.cast<double>() - ref).cwiseAbs().maxCoeff(), tol)
               << "matmul m=" << m << " K=" << K << " N=" << N;
@@ -571,7 +571,7 @@ TEST_P(PerIsa, QuantizedKernelsOnNonFiniteAndHugeRows) {
         A(r, 33) = bad;
         Matrix Y(m, N), G(m, N), U(m, N);
         k.matmul_quant(bits)(A.data(), K, m, K, q.c16.data(), q.s16.data(), N, 0, N, Y.data(), N);
-        k.gate_up_quant(bits)(A.data(), K, m, K, q.c32.data(), q.s32.data(), N, 0, N, G.data(),
+        k.gate_up_quant(bits)({A.data(), K}, m, K, q.c32.data(), q.s32.data(), N, 0, N, G.data(),
                               U.data(), N);
         for (Index j = 0; j < N; ++j) {
           ASSERT_FALSE(std::isfinite(Y(r, j))) << bits << " bits, m " << m << ", input " << bad;
@@ -745,7 +745,7 @@ TEST(Avx2Int8, RowQuantiserIsTheScalarOne) {
       std::vector<float> scales(static_cast<std::size_t>(R * G));
       std::vector<std::int32_t> corr(static_cast<std::size_t>(R * G));
       (bits == 8 ? &kernels::avx2_int8::quantize_rows<8>
-                 : &kernels::avx2_int8::quantize_rows<4>)(A.data(), K, R, K, words.data(), ld,
+                 : &kernels::avx2_int8::quantize_rows<4>)({A.data(), K}, R, K, words.data(), ld,
                                                           scales.data(), corr.data());
       for (Index r = 0; r < R; ++r)
         for (Index g = 0; g < G; ++g) {
@@ -787,7 +787,7 @@ TEST_P(PerIsa, QuantVnniRowQuantiserIsTheScalarOne) {
       std::vector<std::uint32_t> codes(static_cast<std::size_t>(R * K4), 0xdeadbeefu);
       std::vector<float> scales(static_cast<std::size_t>(R * G));
       std::vector<std::int32_t> corr(static_cast<std::size_t>(R * G));
-      kernels::avx512_vnni::quantize_rows(A.data(), K, R, K, offset, codes.data(), scales.data(),
+      kernels::avx512_vnni::quantize_rows({A.data(), K}, R, K, offset, codes.data(), scales.data(),
                                           corr.data());
       for (Index r = 0; r < R; ++r) {
         const auto* got = reinterpret_cast<const std::int8_t*>(codes.data() + r * K4);
@@ -883,8 +883,8 @@ TEST_P(PerIsa, QuantInt8ActivationBytesAreThePlainSequence) {
         Matrix Y(m, N), Gt(m, N), U(m, N);
         k.matmul_quant_a8(bits)(A.data(), K, m, K, w.c16.data(), w.s16.data(), N, 0, N, Y.data(),
                                 N);
-        k.gate_up_quant_a8(bits)(A.data(), K, m, K, w.c32.data(), w.s32.data(), N, 0, N, Gt.data(),
-                                 U.data(), N);
+        k.gate_up_quant_a8(bits)({A.data(), K}, m, K, w.c32.data(), w.s32.data(), N, 0, N,
+                                 Gt.data(), U.data(), N);
         const std::string what =
             std::to_string(bits) + " bits m=" + std::to_string(m) + " K=" + std::to_string(K);
         EXPECT_TRUE(moekit_test::bit_identical(Y, expected(w.c16, w.s16, 16, 0))) << what;
@@ -915,8 +915,8 @@ TEST(Int8Activations, SameBytesOnEveryIsa) {
           Matrix Y(m, N), G(m, N), U(m, N);
           k.matmul_quant_a8(bits)(A.data(), K, m, K, w.c16.data(), w.s16.data(), N, 0, N, Y.data(),
                                   N);
-          k.gate_up_quant_a8(bits)(A.data(), K, m, K, w.c32.data(), w.s32.data(), N, 0, N, G.data(),
-                                   U.data(), N);
+          k.gate_up_quant_a8(bits)({A.data(), K}, m, K, w.c32.data(), w.s32.data(), N, 0, N,
+                                   G.data(), U.data(), N);
           Matrix all(m, 3 * N);
           all << Y, G, U;
           out.push_back(all);
@@ -945,7 +945,7 @@ TEST_P(PerIsa, QuantInt8ActivationNonFiniteAndExtremeRows) {
     const QuantizedPanels w(random_matrix(N, K, 3), random_matrix(N, K, 4), bits);
     Matrix Y(5, N), G(5, N), U(5, N);
     k.matmul_quant_a8(bits)(A.data(), K, 5, K, w.c16.data(), w.s16.data(), N, 0, N, Y.data(), N);
-    k.gate_up_quant_a8(bits)(A.data(), K, 5, K, w.c32.data(), w.s32.data(), N, 0, N, G.data(),
+    k.gate_up_quant_a8(bits)({A.data(), K}, 5, K, w.c32.data(), w.s32.data(), N, 0, N, G.data(),
                              U.data(), N);
     for (const Matrix* out : {&Y, &G, &U}) {
       EXPECT_TRUE(out->row(0).allFinite()) << bits;
@@ -975,15 +975,73 @@ TEST_P(PerIsa, RowResultDoesNotDependOnRowCount) {
   kernels::pack_gate_up(W.data(), W2.data(), N, K, pgu.data());
   Matrix Y1(1, N), G1(1, N), U1(1, N);
   k.matmul_f32(A.data(), K, 1, K, p.data(), N, 0, N, Y1.data(), N);
-  k.gate_up_f32(A.data(), K, 1, K, pgu.data(), N, 0, N, G1.data(), U1.data(), N);
+  k.gate_up_f32({A.data(), K}, 1, K, pgu.data(), N, 0, N, G1.data(), U1.data(), N);
   for (Index m : {2, 5, 6, 7, 12, 13, 25}) {
     Matrix Y(m, N), G(m, N), U(m, N);
     k.matmul_f32(A.data(), K, m, K, p.data(), N, 0, N, Y.data(), N);
-    k.gate_up_f32(A.data(), K, m, K, pgu.data(), N, 0, N, G.data(), U.data(), N);
+    k.gate_up_f32({A.data(), K}, m, K, pgu.data(), N, 0, N, G.data(), U.data(), N);
     EXPECT_TRUE(moekit_test::bit_identical(Y1, Y.topRows(1))) << m;
     EXPECT_TRUE(moekit_test::bit_identical(G1, G.topRows(1))) << m;
     EXPECT_TRUE(moekit_test::bit_identical(U1, U.topRows(1))) << m;
   }
+}
+
+// Gate + up on rows picked by index (the block's path: an expert's tokens
+// straight from x) give the bytes of the same call on a gathered copy, for
+// every gate + up entry point of the ISA: the packers (bf16 pairs, int8
+// groups) read the indexed rows, the f32 tiles a per-call copy. Indices
+// repeat, run backwards and skip rows; x has a row stride wider than K.
+TEST_P(PerIsa, GateUpGathersIndexedRows) {
+  const auto& k = kernels::active();
+  for (Index K : {1, 17, 64, 77})
+    for (Index m : {1, 3, 7, 13, 29}) {
+      const Index N = 40, T = 31, ldx = K + 5;
+      const Matrix X = random_matrix(T, ldx, static_cast<std::uint32_t>(K * 100 + m));
+      std::vector<std::int32_t> idx(static_cast<std::size_t>(m));
+      for (Index r = 0; r < m; ++r)
+        idx[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((T - 1 - 3 * r) % T + T) % T;
+      if (m > 2) idx[2] = idx[0];  // a token twice (top-k never does; the kernels must not care)
+      Matrix A(m, K);              // the gathered copy
+      for (Index r = 0; r < m; ++r) A.row(r) = X.row(idx[static_cast<std::size_t>(r)]).head(K);
+      const kernels::ActivationRows rows(X.data(), ldx, idx.data());
+      const kernels::ActivationRows plain(A.data(), K);
+      const std::string what = "K " + std::to_string(K) + " m " + std::to_string(m);
+      const auto same = [&](const auto& call, const std::string& name) {
+        Matrix G1(m, N), U1(m, N), G2(m, N), U2(m, N);
+        call(rows, G1, U1);
+        call(plain, G2, U2);
+        EXPECT_TRUE(moekit_test::bit_identical(G1, G2)) << name << " " << what;
+        EXPECT_TRUE(moekit_test::bit_identical(U1, U2)) << name << " " << what;
+      };
+      const Matrix W = random_matrix(N, K, 7), W2 = random_matrix(N, K, 8);
+      AlignedBuffer<float> pf(static_cast<std::size_t>(kernels::packed_gate_up_size<float>(N, K)));
+      AlignedBuffer<moekit::bf16> pb(
+          static_cast<std::size_t>(kernels::packed_gate_up_size<moekit::bf16>(N, K)));
+      kernels::pack_gate_up(W.data(), W2.data(), N, K, pf.data());
+      kernels::pack_gate_up(W.data(), W2.data(), N, K, pb.data());
+      same([&](const kernels::ActivationRows& a, Matrix& G,
+               Matrix& U) { k.gate_up_f32(a, m, K, pf.data(), N, 0, N, G.data(), U.data(), N); },
+           "f32");
+      same([&](const kernels::ActivationRows& a, Matrix& G,
+               Matrix& U) { k.gate_up_bf16(a, m, K, pb.data(), N, 0, N, G.data(), U.data(), N); },
+           "bf16");
+      if (k.has_dot())
+        same(
+            [&](const kernels::ActivationRows& a, Matrix& G, Matrix& U) {
+              k.gate_up_bf16_dot(a, m, K, pb.data(), N, 0, N, G.data(), U.data(), N);
+            },
+            "bf16 dot");
+      for (int bits : {8, 4}) {
+        const QuantizedPanels q(W, W2, bits);
+        for (auto fn : {k.gate_up_quant(bits), k.gate_up_quant_dot(bits), k.gate_up_quant_a8(bits)})
+          if (fn)
+            same(
+                [&](const kernels::ActivationRows& a, Matrix& G, Matrix& U) {
+                  fn(a, m, K, q.c32.data(), q.s32.data(), N, 0, N, G.data(), U.data(), N);
+                },
+                "int" + std::to_string(bits));
+      }
+    }
 }
 
 // The probes of `moekit roofline` on every ISA: each compute loop the ISA has

@@ -10,7 +10,10 @@
 // Requirements on the policies (checked with static_assert where possible):
 //   Router:  num_experts(), hidden_size(), route(x, RoutingPlan&, Matrix& logits)
 //   Experts: num_experts(), hidden_size(), scratch_per_row(),
-//            forward(e, const float* x [n, d], n, float* out [n, d], float* scratch)
+//            forward(e, const float* x [n, d], n, float* out [n, d], float* scratch);
+//            optionally hidden_width(), prepare(), forward_hidden / forward_output
+//            (split over columns), and forward_hidden on kernels::ActivationRows
+//            (the expert's rows of x by index: no gathered copy is made)
 //   Combine: combine_rows(plan, groups, const float* grouped_out, d, MatrixOut&, t0, t1),
 //            optionally scales_input() (weights applied to the expert inputs)
 //   Shared:  add_to(const float* x [n, d], n, float* y, y_stride, float* scratch),
@@ -78,6 +81,15 @@ struct splits_columns : std::false_type {};
 template <class X>
 struct splits_columns<X, std::void_t<decltype(std::declval<const X&>().hidden_width()),
                                      decltype(std::declval<X&>().prepare())>> : std::true_type {};
+
+// Experts whose phase 1 takes indexed rows (kernels::ActivationRows): their
+// kernels gather an expert's token rows from x while packing them.
+template <class X, class = void>
+struct gathers_rows : std::false_type {};
+template <class X>
+struct gathers_rows<X, std::void_t<decltype(std::declval<const X&>().forward_hidden(
+                           Index(), std::declval<const kernels::ActivationRows&>(), Index(),
+                           static_cast<float*>(nullptr), Index(), Index()))>> : std::true_type {};
 
 // Shared experts whose bank splits columns and that take outputs computed
 // elsewhere (SharedExperts::add_outputs): the block runs them in its expert
@@ -239,7 +251,11 @@ class MoEBlock {
     const Index rows = groups_.num_rows();
     const bool scale_input = detail::combine_scales_input<CombineT>::get(combine_);
     const Index per_row = experts_.scratch_per_row();
-    grouped_in_.resize(static_cast<std::size_t>(rows * d));
+    // Rows go to the experts' kernels by index (gathered as they are packed)
+    // where the experts take them so and need no scaling (Llama-4's w · x
+    // needs a copy to scale); otherwise gathered here first.
+    const bool by_index = detail::gathers_rows<ExpertsT>::value && !scale_input;
+    if (!by_index) grouped_in_.resize(static_cast<std::size_t>(rows * d));
     grouped_out_.resize(static_cast<std::size_t>(rows * d));
     scratch_.resize(static_cast<std::size_t>(rows * per_row));
 
@@ -295,15 +311,18 @@ class MoEBlock {
           shared_done = true;
         }
       }
-      // Gather each expert's rows; copy x for the shared experts (y may alias x).
+      // Gather each expert's rows (unless its kernels do: by_index); copy x for
+      // the shared experts (y may alias x).
       constexpr Index kCopyRows = 64;
       const Index copies = S > 0 ? (T + kCopyRows - 1) / kCopyRows : 0;
-      executor.parallel_for(n_active + copies, [&](Index i) {
-        if (i < n_active) return gather(active_[static_cast<std::size_t>(i)]);
-        const Index t0 = (i - n_active) * kCopyRows, t1 = std::min(T, t0 + kCopyRows);
-        for (Index t = t0; t < t1; ++t)
-          std::copy(x.row(t).data(), x.row(t).data() + d, shared_in_.data() + t * d);
-      });
+      const Index gathers = by_index ? 0 : n_active;
+      if (gathers + copies > 0)
+        executor.parallel_for(gathers + copies, [&](Index i) {
+          if (i < gathers) return gather(active_[static_cast<std::size_t>(i)]);
+          const Index t0 = (i - gathers) * kCopyRows, t1 = std::min(T, t0 + kCopyRows);
+          for (Index t = t0; t < t1; ++t)
+            std::copy(x.row(t).data(), x.row(t).data() + d, shared_in_.data() + t * d);
+        });
       const Index f = experts_.hidden_width();
       // About 12 tasks per thread: with few active experts (mixtral-s: 8) and
       // unequal row counts, fewer, larger tasks left one thread idle at the end
@@ -330,10 +349,17 @@ class MoEBlock {
           const Index begin = groups_.offsets[static_cast<std::size_t>(tk.expert)],
                       n = groups_.count(tk.expert);
           float* scratch = scratch_.data() + begin * per_row;
-          if (phase == 0)
+          if (phase == 0) {
+            if constexpr (detail::gathers_rows<ExpertsT>::value)
+              if (by_index)
+                return experts_.forward_hidden(
+                    tk.expert,
+                    kernels::ActivationRows(x.data(), x.outerStride(),
+                                            groups_.tokens.data() + begin),
+                    n, scratch, tk.c0, tk.c1);
             experts_.forward_hidden(tk.expert, grouped_in_.data() + begin * d, n, scratch, tk.c0,
                                     tk.c1);
-          else
+          } else
             experts_.forward_output(tk.expert, scratch, n, grouped_out_.data() + begin * d, tk.c0,
                                     tk.c1);
         });

@@ -328,6 +328,14 @@ class GatedExperts {
   /// H = gate_fn(x·W_gateᵀ + b, x·W_upᵀ + b) into scratch [n, 2f] (H in the
   /// first n·f floats, row stride f). c0 is a multiple of 16.
   void forward_hidden(Index e, const float* x, Index n, float* scratch, Index c0, Index c1) const {
+    forward_hidden(e, kernels::ActivationRows(x, d_), n, scratch, c0, c1);
+  }
+
+  /// The same on rows picked by index from a larger input (the block passes
+  /// an expert's token rows of x this way: the kernels gather them as they
+  /// pack them, no gathered copy is made first).
+  void forward_hidden(Index e, const kernels::ActivationRows& x, Index n, float* scratch, Index c0,
+                      Index c1) const {
     if (n == 0 || c0 >= c1) return;
     float* H = scratch;           // [n, f]
     float* U = scratch + n * f_;  // [n, f]
@@ -339,7 +347,7 @@ class GatedExperts {
         (uses_int8_activations(k)  ? k.gate_up_quant_a8(bits)
          : uses_quant_dot(k, bits) ? k.gate_up_quant_dot(bits)
                                    : k.gate_up_quant(bits))(
-            x, d_, n, d_, packed_data_.data() + pe.gu,
+            x, n, d_, packed_data_.data() + pe.gu,
             reinterpret_cast<const float*>(packed_data_.data() + pe.gu_scales), f_, c0, c1, H, U,
             f_);
       } else {
@@ -347,8 +355,8 @@ class GatedExperts {
           using T = std::remove_pointer_t<decltype(tag)>;
           const T* p = reinterpret_cast<const T*>(packed_data_.data() + pe.gu);
           if constexpr (std::is_same_v<T, bf16>)
-            if (uses_dot(k)) return k.gate_up_bf16_dot(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
-          k.gate_up(p)(x, d_, n, d_, p, f_, c0, c1, H, U, f_);
+            if (uses_dot(k)) return k.gate_up_bf16_dot(x, n, d_, p, f_, c0, c1, H, U, f_);
+          k.gate_up(p)(x, n, d_, p, f_, c0, c1, H, U, f_);
         });
       }
       if (gate_bias_.size() || up_bias_.size())
@@ -363,7 +371,9 @@ class GatedExperts {
         return;
       }
     } else {
-      ConstMatrixMap X(x, n, d_);
+      Index ldx = 0;
+      const float* xs = kernels::contiguous_rows(x, n, d_, ldx);
+      Eigen::Map<const Matrix, 0, Eigen::OuterStride<>> X(xs, n, d_, Eigen::OuterStride<>(ldx));
       Eigen::Map<Matrix, 0, Eigen::OuterStride<>> Hm(H + c0, n, c1 - c0, Eigen::OuterStride<>(f_));
       Eigen::Map<Matrix, 0, Eigen::OuterStride<>> Um(U + c0, n, c1 - c0, Eigen::OuterStride<>(f_));
       Hm.noalias() = X * gate_.middleRows(e * f_ + c0, c1 - c0).transpose();

@@ -31,6 +31,7 @@
 #include "neon/gemm_f32.hpp"
 #include "neon/gemm_int8_dot.hpp"
 #include "quantized.hpp"
+#include "rows.hpp"
 #include "scalar/gemm_f32.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
@@ -142,19 +143,21 @@ namespace detail {
 
 // Quantised kernels of the scalar ISA: dequantise one panel into the
 // per-thread buffer, run that ISA's f32 kernel on it, next panel.
-template <void (*GateUpF32)(const float*, Index, Index, Index, const float*, Index, Index, Index,
-                            float*, float*, Index),
+template <void (*GateUpF32)(ActivationRows, Index, Index, const float*, Index, Index, Index, float*,
+                            float*, Index),
           int Bits>
-inline void gate_up_dequant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
+inline void gate_up_dequant(ActivationRows rows, Index m, Index K, const std::uint8_t* codes,
                             const float* scales, Index f, Index c0, Index c1, float* G, float* U,
                             Index ldo) {
   (void)f;
+  Index lda = 0;
+  const float* A = contiguous_rows(rows, m, K, lda);  // once, not per panel
   float* buf = panel_scratch(K * 2 * kPanel);
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
     dequant_panel_scalar(codes + p * quant_panel_code_bytes(K, 2 * kPanel, Bits),
                          scales + p * quant_panel_scales(K, 2 * kPanel), K, 2 * kPanel, Bits, buf);
     const Index ncols = std::min(kPanel, c1 - p * kPanel);
-    GateUpF32(A, lda, m, K, buf, kPanel, 0, ncols, G + p * kPanel, U + p * kPanel, ldo);
+    GateUpF32({A, lda}, m, K, buf, kPanel, 0, ncols, G + p * kPanel, U + p * kPanel, ldo);
   }
 }
 template <void (*MatmulF32)(const float*, Index, Index, Index, const float*, Index, Index, Index,
@@ -178,9 +181,11 @@ inline void matmul_dequant(const float* A, Index lda, Index m, Index K, const st
 /// bf16 or f16, or int8 / int4 codes with group scales (quantized.hpp);
 /// activations and accumulation are always f32.
 struct KernelTable {
+  // gate + up read the block's input rows (A may gather them by index,
+  // rows.hpp); the down projection reads the expert's own hidden rows.
   template <class T>
-  using GateUpFn = void (*)(const float* A, Index lda, Index m, Index K, const T* packed, Index f,
-                            Index c0, Index c1, float* G, float* U, Index ldo);
+  using GateUpFn = void (*)(ActivationRows A, Index m, Index K, const T* packed, Index f, Index c0,
+                            Index c1, float* G, float* U, Index ldo);
   template <class T>
   using MatmulFn = void (*)(const float* A, Index lda, Index m, Index K, const T* packed, Index N,
                             Index c0, Index c1, float* Y, Index ldy);
@@ -193,7 +198,7 @@ struct KernelTable {
   GateUpFn<f16> gate_up_f16;
   MatmulFn<f16> matmul_f16;
   void (*silu_mul_f32)(const float* g, const float* u, float* h, Index n);
-  using QGateUpFn = void (*)(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
+  using QGateUpFn = void (*)(ActivationRows A, Index m, Index K, const std::uint8_t* codes,
                              const float* scales, Index f, Index c0, Index c1, float* G, float* U,
                              Index ldo);
   using QMatmulFn = void (*)(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "../../core/scratch_arena.hpp"
+#include "../rows.hpp"
 #include "quant_tiles.hpp"
 #include "tiles.hpp"
 
@@ -210,9 +211,11 @@ MOEKIT_TARGET_AVX2 inline void matmul_panels(const float* A, Index lda, Index m,
 }
 
 template <class T = float>
-MOEKIT_TARGET_AVX2 inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed,
+MOEKIT_TARGET_AVX2 inline void gate_up(ActivationRows rows, Index m, Index K, const T* packed,
                                        Index f, Index c0, Index c1, float* G, float* U, Index ldo) {
   (void)f;
+  Index lda = 0;
+  const float* A = contiguous_rows(rows, m, K, lda);
   gate_up_panels(A, lda, m, K, PanelBank<T>{packed, K, 2 * kPanel}, c0, c1, G, U, ldo);
 }
 template <class T = float>
@@ -224,11 +227,13 @@ MOEKIT_TARGET_AVX2 inline void matmul(const float* A, Index lda, Index m, Index 
 
 /// Fused int8 (Bits = 8) / int4 (Bits = 4) kernels over quantized.hpp panels.
 template <int Bits>
-MOEKIT_TARGET_AVX2 inline void gate_up_quant(const float* A, Index lda, Index m, Index K,
+MOEKIT_TARGET_AVX2 inline void gate_up_quant(ActivationRows rows, Index m, Index K,
                                              const std::uint8_t* codes, const float* scales,
                                              Index f, Index c0, Index c1, float* G, float* U,
                                              Index ldo) {
   (void)f;
+  Index lda = 0;
+  const float* A = contiguous_rows(rows, m, K, lda);
   gate_up_panels(A, lda, m, K, QuantBank<Bits>{codes, scales, K, 2 * kPanel}, c0, c1, G, U, ldo);
 }
 template <int Bits>

@@ -31,6 +31,7 @@
 #include "../../core/scratch_arena.hpp"
 #include "../packing.hpp"
 #include "../quantized.hpp"
+#include "../rows.hpp"
 
 MOEKIT_SIMD_WARNINGS_PUSH
 
@@ -94,14 +95,14 @@ MOEKIT_TARGET_AVX2 inline std::int32_t horizontal_sum(__m256i v) {
 // quantize_activation_group does, into k-pair words for Bits-bit weights (the
 // last group's words padded with code 0 up to a whole group: ld >= 16 · G).
 template <int Bits>
-MOEKIT_TARGET_AVX2 inline void quantize_rows(const float* X, Index lda, Index m, Index K,
+MOEKIT_TARGET_AVX2 inline void quantize_rows(const ActivationRows& X, Index m, Index K,
                                              std::uint32_t* words, Index ld, float* scales,
                                              std::int32_t* corr) {
   const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 largest = _mm256_set1_ps(FLT_MAX);
   const Index G = quant_groups(K);
   for (Index r = 0; r < m; ++r) {
-    const float* a = X + r * lda;
+    const float* a = X.row(r);
     for (Index g = 0; g < G; ++g) {
       const Index k0 = g * kQuantGroup, n = K - k0 < kQuantGroup ? K - k0 : kQuantGroup;
       __m256 x[4], amax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
@@ -152,12 +153,12 @@ struct PairRowsTag;
 
 // Quantises the call's rows into the per-thread buffer.
 template <int Bits>
-MOEKIT_TARGET_AVX2 inline PairRows pair_rows(const float* X, Index lda, Index m, Index K) {
+MOEKIT_TARGET_AVX2 inline PairRows pair_rows(const ActivationRows& X, Index m, Index K) {
   const Index G = quant_groups(K), ld = G * kGroupPairs;
   std::uint32_t* words = moekit::detail::thread_scratch<PairRowsTag, std::uint32_t>(m * ld);
   float* scales = moekit::detail::thread_scratch<PairRowsTag, float>(m * G);
   std::int32_t* corr = moekit::detail::thread_scratch<PairRowsTag, std::int32_t>(m * G);
-  quantize_rows<Bits>(X, lda, m, K, words, ld, scales, corr);
+  quantize_rows<Bits>(X, m, K, words, ld, scales, corr);
   return {words, scales, corr, ld, G};
 }
 
@@ -373,12 +374,12 @@ MOEKIT_TARGET_AVX2 inline void panels(const PairRows& A, Index m, Index K,
 /// activations quantised per group: hidden columns [c0, c1) of G = A·W_gateᵀ,
 /// U = A·W_upᵀ.
 template <int Bits>
-MOEKIT_TARGET_AVX2 inline void gate_up_quant(const float* A, Index lda, Index m, Index K,
+MOEKIT_TARGET_AVX2 inline void gate_up_quant(ActivationRows A, Index m, Index K,
                                              const std::uint8_t* codes, const float* scales,
                                              Index f, Index c0, Index c1, float* G, float* U,
                                              Index ldo) {
   (void)f;
-  panels<Bits, 2>(pair_rows<Bits>(A, lda, m, K), m, K, codes, scales, c0, c1, G, U, ldo);
+  panels<Bits, 2>(pair_rows<Bits>(A, m, K), m, K, codes, scales, c0, c1, G, U, ldo);
 }
 /// The same for output columns [c0, c1) of Y = A·Wᵀ.
 template <int Bits>
@@ -386,7 +387,7 @@ MOEKIT_TARGET_AVX2 inline void matmul_quant(const float* A, Index lda, Index m, 
                                             const std::uint8_t* codes, const float* scales, Index N,
                                             Index c0, Index c1, float* Y, Index ldy) {
   (void)N;
-  panels<Bits, 1>(pair_rows<Bits>(A, lda, m, K), m, K, codes, scales, c0, c1, Y, nullptr, ldy);
+  panels<Bits, 1>(pair_rows<Bits>({A, lda}, m, K), m, K, codes, scales, c0, c1, Y, nullptr, ldy);
 }
 
 }  // namespace avx2_int8

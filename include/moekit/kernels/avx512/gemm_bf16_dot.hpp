@@ -25,6 +25,7 @@
 #include "../../core/scratch_arena.hpp"
 #include "../packing.hpp"
 #include "../quantized.hpp"
+#include "../rows.hpp"
 #include "gemm_f32.hpp"
 
 MOEKIT_SIMD_WARNINGS_PUSH
@@ -35,12 +36,12 @@ namespace avx512_bf16 {
 
 using avx512::column_mask;
 
-// Rounds m rows of K activations (row stride lda) to bf16 k-pairs: out is
-// [m, K2] 32-bit words, K2 = ceil(K / 2), an odd K padded with +0.
-MOEKIT_TARGET_AVX512_BF16 inline void to_bf16_pairs(const float* A, Index lda, Index m, Index K,
+// Rounds m rows of K activations (gathered, if A is indexed) to bf16 k-pairs:
+// out is [m, K2] 32-bit words, K2 = ceil(K / 2), an odd K padded with +0.
+MOEKIT_TARGET_AVX512_BF16 inline void to_bf16_pairs(const ActivationRows& A, Index m, Index K,
                                                     std::uint32_t* out, Index ldo) {
   for (Index r = 0; r < m; ++r) {
-    const float* a = A + r * lda;
+    const float* a = A.row(r);
     auto* dst = reinterpret_cast<std::uint16_t*>(out + r * ldo);
     Index k = 0;
     for (; k + 16 <= K; k += 16)
@@ -328,20 +329,20 @@ struct PairDecoder {
 };
 
 // Rounds the call's rows to bf16 k-pairs in the per-thread buffer.
-MOEKIT_TARGET_AVX512_BF16 inline PairRows pair_rows(const float* A, Index lda, Index m, Index K) {
+MOEKIT_TARGET_AVX512_BF16 inline PairRows pair_rows(const ActivationRows& A, Index m, Index K) {
   const Index K2 = (K + 1) / 2, ld = K2;
   std::uint32_t* Ap = moekit::detail::thread_scratch<PairRowsTag, std::uint32_t>(m * ld);
-  to_bf16_pairs(A, lda, m, K, Ap, ld);
+  to_bf16_pairs(A, m, K, Ap, ld);
   return {Ap, K2, ld};
 }
 
 /// Hidden columns [c0, c1) of G = A·W_gateᵀ, U = A·W_upᵀ from k-pair bf16 panels.
-MOEKIT_TARGET_AVX512_BF16 inline void gate_up(const float* A, Index lda, Index m, Index K,
+MOEKIT_TARGET_AVX512_BF16 inline void gate_up(ActivationRows A, Index m, Index K,
                                               const bf16* packed, Index f, Index c0, Index c1,
                                               float* G, float* U, Index ldo) {
   (void)f;
-  avx512::gate_up_panels<DotTiles>(pair_rows(A, lda, m, K), m, Bf16PairBank<2 * kPanel>{packed, K},
-                                   c0, c1, G, U, ldo);
+  avx512::gate_up_panels<DotTiles>(pair_rows(A, m, K), m, Bf16PairBank<2 * kPanel>{packed, K}, c0,
+                                   c1, G, U, ldo);
 }
 
 /// Output columns [c0, c1) of Y = A·Wᵀ from k-pair bf16 panels.
@@ -349,7 +350,7 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul(const float* A, Index lda, Index m,
                                              const bf16* packed, Index N, Index c0, Index c1,
                                              float* Y, Index ldy) {
   (void)N;
-  avx512::matmul_panels<DotTiles>(pair_rows(A, lda, m, K), m, Bf16PairBank<kPanel>{packed, K}, c0,
+  avx512::matmul_panels<DotTiles>(pair_rows({A, lda}, m, K), m, Bf16PairBank<kPanel>{packed, K}, c0,
                                   c1, Y, ldy);
 }
 
@@ -358,12 +359,12 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul(const float* A, Index lda, Index m,
 /// summed per scale group by vdpbf16ps, each group's sum times its scale
 /// added in f32.
 template <int Bits>
-MOEKIT_TARGET_AVX512_BF16 inline void gate_up_quant(const float* A, Index lda, Index m, Index K,
+MOEKIT_TARGET_AVX512_BF16 inline void gate_up_quant(ActivationRows A, Index m, Index K,
                                                     const std::uint8_t* codes, const float* scales,
                                                     Index f, Index c0, Index c1, float* G, float* U,
                                                     Index ldo) {
   (void)f;
-  const PairRows rows = pair_rows(A, lda, m, K);
+  const PairRows rows = pair_rows(A, m, K);
   const QuantPairBank<Bits, 2 * kPanel> bank{codes, scales, K};
   if (m > avx512::kRows)
     return avx512::gate_up_panels_decoded<DotTiles, PairDecoder>(rows, m, bank, c0, c1, G, U, ldo);
@@ -375,7 +376,7 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul_quant(const float* A, Index lda, In
                                                    Index N, Index c0, Index c1, float* Y,
                                                    Index ldy) {
   (void)N;
-  const PairRows rows = pair_rows(A, lda, m, K);
+  const PairRows rows = pair_rows({A, lda}, m, K);
   const QuantPairBank<Bits, kPanel> bank{codes, scales, K};
   if (m > avx512::kRows)
     return avx512::matmul_panels_decoded<DotTiles, PairDecoder>(rows, m, bank, c0, c1, Y, ldy);

@@ -18,6 +18,7 @@
 
 #include "../packing.hpp"
 #include "../quantized.hpp"
+#include "../rows.hpp"
 
 MOEKIT_SIMD_WARNINGS_PUSH
 
@@ -476,10 +477,12 @@ MOEKIT_TARGET_AVX512 inline void matmul_panels_decoded(const Rows& A, Index m, c
 }
 
 template <class T = float>
-MOEKIT_TARGET_AVX512 inline void gate_up(const float* A, Index lda, Index m, Index K,
-                                         const T* packed, Index f, Index c0, Index c1, float* G,
-                                         float* U, Index ldo) {
+MOEKIT_TARGET_AVX512 inline void gate_up(ActivationRows rows, Index m, Index K, const T* packed,
+                                         Index f, Index c0, Index c1, float* G, float* U,
+                                         Index ldo) {
   (void)f;
+  Index lda = 0;
+  const float* A = contiguous_rows(rows, m, K, lda);
   gate_up_panels<F32Tiles>(F32Rows{A, lda, K}, m, PanelBank<T, 2 * kPanel>{packed, K}, c0, c1, G, U,
                            ldo);
 }
@@ -495,11 +498,13 @@ MOEKIT_TARGET_AVX512 inline void matmul(const float* A, Index lda, Index m, Inde
 /// Fused int8 (Bits = 8) / int4 (Bits = 4) kernels: codes and scales in the
 /// layout of quantized.hpp, decoded in registers as they stream.
 template <int Bits>
-MOEKIT_TARGET_AVX512 inline void gate_up_quant(const float* A, Index lda, Index m, Index K,
+MOEKIT_TARGET_AVX512 inline void gate_up_quant(ActivationRows rows, Index m, Index K,
                                                const std::uint8_t* codes, const float* scales,
                                                Index f, Index c0, Index c1, float* G, float* U,
                                                Index ldo) {
   (void)f;
+  Index lda = 0;
+  const float* A = contiguous_rows(rows, m, K, lda);
   gate_up_panels<F32Tiles>(F32Rows{A, lda, K}, m, QuantBank<Bits, 2 * kPanel>{codes, scales, K}, c0,
                            c1, G, U, ldo);
 }

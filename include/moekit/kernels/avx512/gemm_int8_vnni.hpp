@@ -31,6 +31,7 @@
 #include "../../core/scratch_arena.hpp"
 #include "../packing.hpp"
 #include "../quantized.hpp"
+#include "../rows.hpp"
 #include "gemm_f32.hpp"
 
 MOEKIT_SIMD_WARNINGS_PUSH
@@ -73,13 +74,13 @@ struct QuadRows {
 // quantize_activation_group does, into k-quads (the last quad padded with
 // code 0), scales and the corrections for weights stored with `offset`.
 // codes: [m, K4] words, scales and corr: [m, G].
-MOEKIT_TARGET_AVX512_BF16 inline void quantize_rows(const float* X, Index lda, Index m, Index K,
+MOEKIT_TARGET_AVX512_BF16 inline void quantize_rows(const ActivationRows& X, Index m, Index K,
                                                     std::int32_t offset, std::uint32_t* codes,
                                                     float* scales, std::int32_t* corr) {
   const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
   const Index K4 = (K + 3) / 4, G = quant_groups(K);
   for (Index r = 0; r < m; ++r) {
-    const float* a = X + r * lda;
+    const float* a = X.row(r);
     auto* q = reinterpret_cast<std::int8_t*>(codes + r * K4);
     float* s = scales + r * G;
     std::int32_t* c = corr + r * G;
@@ -118,13 +119,13 @@ MOEKIT_TARGET_AVX512_BF16 inline void quantize_rows(const float* X, Index lda, I
 struct QuadRowsTag;
 
 // Quantises the call's rows into the per-thread buffer.
-MOEKIT_TARGET_AVX512_BF16 inline QuadRows quad_rows(const float* X, Index lda, Index m, Index K,
+MOEKIT_TARGET_AVX512_BF16 inline QuadRows quad_rows(const ActivationRows& X, Index m, Index K,
                                                     std::int32_t offset) {
   const Index K4 = (K + 3) / 4, G = quant_groups(K);
   std::uint32_t* codes = moekit::detail::thread_scratch<QuadRowsTag, std::uint32_t>(m * K4);
   float* scales = moekit::detail::thread_scratch<QuadRowsTag, float>(m * G);
   std::int32_t* corr = moekit::detail::thread_scratch<QuadRowsTag, std::int32_t>(m * G);
-  quantize_rows(X, lda, m, K, offset, codes, scales, corr);
+  quantize_rows(X, m, K, offset, codes, scales, corr);
   return {codes, scales, corr, K4, G};
 }
 
@@ -397,12 +398,12 @@ struct QuadDecoder {
 /// activations quantised per group: hidden columns [c0, c1) of G = A·W_gateᵀ,
 /// U = A·W_upᵀ.
 template <int Bits>
-MOEKIT_TARGET_AVX512_BF16 inline void gate_up_quant(const float* A, Index lda, Index m, Index K,
+MOEKIT_TARGET_AVX512_BF16 inline void gate_up_quant(ActivationRows A, Index m, Index K,
                                                     const std::uint8_t* codes, const float* scales,
                                                     Index f, Index c0, Index c1, float* G, float* U,
                                                     Index ldo) {
   (void)f;
-  const QuadRows rows = quad_rows(A, lda, m, K, Bits == 8 ? 128 : 8);
+  const QuadRows rows = quad_rows(A, m, K, Bits == 8 ? 128 : 8);
   const QuadBank<Bits, 2 * kPanel> bank{codes, scales, K};
   if (m > avx512::kRows)
     return avx512::gate_up_panels_decoded<VnniTiles, QuadDecoder>(rows, m, bank, c0, c1, G, U, ldo);
@@ -415,7 +416,7 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul_quant(const float* A, Index lda, In
                                                    Index N, Index c0, Index c1, float* Y,
                                                    Index ldy) {
   (void)N;
-  const QuadRows rows = quad_rows(A, lda, m, K, Bits == 8 ? 128 : 8);
+  const QuadRows rows = quad_rows({A, lda}, m, K, Bits == 8 ? 128 : 8);
   const QuadBank<Bits, kPanel> bank{codes, scales, K};
   if (m > avx512::kRows)
     return avx512::matmul_panels_decoded<VnniTiles, QuadDecoder>(rows, m, bank, c0, c1, Y, ldy);

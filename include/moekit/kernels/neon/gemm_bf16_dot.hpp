@@ -25,6 +25,7 @@
 #include "../../core/dtype.hpp"
 #include "../../core/scratch_arena.hpp"
 #include "../packing.hpp"
+#include "../rows.hpp"
 #include "tiles.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
@@ -42,11 +43,11 @@ struct Bf16Rows {
 
 struct Bf16RowsTag;
 
-inline Bf16Rows round_rows(const float* X, Index lda, Index m, Index K) {
+inline Bf16Rows round_rows(const ActivationRows& X, Index m, Index K) {
   const Index ld = (K + 7) / 8 * 8;
   std::uint16_t* out = moekit::detail::thread_scratch<Bf16RowsTag, std::uint16_t>(m * ld);
   for (Index r = 0; r < m; ++r) {
-    for (Index k = 0; k < K; ++k) out[r * ld + k] = float_to_bf16_bits(X[r * lda + k]);
+    for (Index k = 0; k < K; ++k) out[r * ld + k] = float_to_bf16_bits(X.row(r)[k]);
     for (Index k = K; k < ld; ++k) out[r * ld + k] = 0;
   }
   return {out, ld};
@@ -123,10 +124,10 @@ inline constexpr int kRowPanels = W == 32 ? 2 : 4;
 
 // Columns [c0, c1) panel by panel (the structure of neon::run_panels).
 template <Index W>
-MOEKIT_TARGET_NEON_BF16 inline void run_panels(const float* X, Index lda, Index m, Index K,
+MOEKIT_TARGET_NEON_BF16 inline void run_panels(const ActivationRows& X, Index m, Index K,
                                                const bf16* packed, Index c0, Index c1, float* O0,
                                                float* O1, Index ldo) {
-  const Bf16Rows A = round_rows(X, lda, m, K);
+  const Bf16Rows A = round_rows(X, m, K);
   constexpr int MR = kTileRows<W>, NP = kRowPanels<W>;
   const PanelBank<bf16> bank{packed, K, W};
   Index p = c0 / kPanel;
@@ -145,17 +146,17 @@ MOEKIT_TARGET_NEON_BF16 inline void run_panels(const float* X, Index lda, Index 
 }
 
 /// Entry points (KernelTable::*_bf16_dot).
-MOEKIT_TARGET_NEON_BF16 inline void gate_up(const float* A, Index lda, Index m, Index K,
-                                            const bf16* packed, Index f, Index c0, Index c1,
-                                            float* G, float* U, Index ldo) {
+MOEKIT_TARGET_NEON_BF16 inline void gate_up(ActivationRows A, Index m, Index K, const bf16* packed,
+                                            Index f, Index c0, Index c1, float* G, float* U,
+                                            Index ldo) {
   (void)f;
-  run_panels<2 * kPanel>(A, lda, m, K, packed, c0, c1, G, U, ldo);
+  run_panels<2 * kPanel>(A, m, K, packed, c0, c1, G, U, ldo);
 }
 MOEKIT_TARGET_NEON_BF16 inline void matmul(const float* A, Index lda, Index m, Index K,
                                            const bf16* packed, Index N, Index c0, Index c1,
                                            float* Y, Index ldy) {
   (void)N;
-  run_panels<kPanel>(A, lda, m, K, packed, c0, c1, Y, nullptr, ldy);
+  run_panels<kPanel>({A, lda}, m, K, packed, c0, c1, Y, nullptr, ldy);
 }
 
 }  // namespace neon_bf16

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../rows.hpp"
 #include "tiles.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
@@ -86,9 +87,11 @@ inline void run_panels(const float* A, Index lda, Index m, Index K, const Bank& 
 }
 
 template <class T = float>
-inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed, Index f, Index c0,
+inline void gate_up(ActivationRows rows, Index m, Index K, const T* packed, Index f, Index c0,
                     Index c1, float* G, float* U, Index ldo) {
   (void)f;
+  Index lda = 0;
+  const float* A = contiguous_rows(rows, m, K, lda);
   run_panels<2 * kPanel>(A, lda, m, K, PanelBank<T>{packed, K, 2 * kPanel}, c0, c1, G, U, ldo);
 }
 template <class T = float>
@@ -101,10 +104,12 @@ inline void matmul(const float* A, Index lda, Index m, Index K, const T* packed,
 /// int8 (Bits = 8) / int4 (Bits = 4) kernels over quantized.hpp panels: each
 /// weight is code · group scale (the dequantised master, bit for bit).
 template <int Bits>
-inline void gate_up_quant(const float* A, Index lda, Index m, Index K, const std::uint8_t* codes,
+inline void gate_up_quant(ActivationRows rows, Index m, Index K, const std::uint8_t* codes,
                           const float* scales, Index f, Index c0, Index c1, float* G, float* U,
                           Index ldo) {
   (void)f;
+  Index lda = 0;
+  const float* A = contiguous_rows(rows, m, K, lda);
   run_panels<2 * kPanel>(A, lda, m, K, QuantBank<Bits>{codes, scales, K, 2 * kPanel}, c0, c1, G, U,
                          ldo);
 }

@@ -27,6 +27,7 @@
 #include "../../core/scratch_arena.hpp"
 #include "../packing.hpp"
 #include "../quantized.hpp"
+#include "../rows.hpp"
 #include "tiles.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
@@ -46,8 +47,9 @@ struct QuadRows {
 
 struct QuadRowsTag;
 
-// Quantises m rows of K activations (row stride lda) into the per-thread buffer.
-MOEKIT_TARGET_NEON_DOTPROD inline QuadRows quantize_rows(const float* X, Index lda, Index m,
+// Quantises m rows of K activations (gathered, if X is indexed) into the
+// per-thread buffer.
+MOEKIT_TARGET_NEON_DOTPROD inline QuadRows quantize_rows(const ActivationRows& X, Index m,
                                                          Index K) {
   const Index G = quant_groups(K), ld = G * kQuantGroup;
   // One buffer: m·G scales, then m·ld codes (ld is a multiple of 32 bytes).
@@ -57,7 +59,7 @@ MOEKIT_TARGET_NEON_DOTPROD inline QuadRows quantize_rows(const float* X, Index l
     for (Index g = 0; g < G; ++g) {
       const Index k0 = g * kQuantGroup, n = K - k0 < kQuantGroup ? K - k0 : kQuantGroup;
       std::int8_t* q = codes + r * ld + k0;
-      buf[r * G + g] = quantize_activation_group(X + r * lda + k0, n, q);
+      buf[r * G + g] = quantize_activation_group(X.row(r) + k0, n, q);
       for (Index i = n; i < kQuantGroup; ++i) q[i] = 0;
     }
   return {codes, buf, ld, G};
@@ -213,11 +215,11 @@ struct QuadPanelTag;
 // neon::run_panels): rows quantised once per call, panels decoded to quads
 // once when more than one row tile runs over them.
 template <Index W, int Bits>
-MOEKIT_TARGET_NEON_DOTPROD inline void run_panels(const float* X, Index lda, Index m, Index K,
+MOEKIT_TARGET_NEON_DOTPROD inline void run_panels(const ActivationRows& X, Index m, Index K,
                                                   const std::uint8_t* codes, const float* scales,
                                                   Index c0, Index c1, float* O0, float* O1,
                                                   Index ldo) {
-  const QuadRows A = quantize_rows(X, lda, m, K);
+  const QuadRows A = quantize_rows(X, m, K);
   constexpr int MR = kTileRows<W>, NP = kRowPanels<W>;
   const QuantBank<Bits> bank{codes, scales, K, W};
   const bool decode = m > MR;
@@ -247,12 +249,12 @@ MOEKIT_TARGET_NEON_DOTPROD inline void run_panels(const float* X, Index lda, Ind
 /// Entry points (KernelTable::*_a8): int8 (Bits = 8) / int4 (Bits = 4) codes
 /// times int8 activations, group sums exact in integers.
 template <int Bits>
-MOEKIT_TARGET_NEON_DOTPROD inline void gate_up_quant(const float* A, Index lda, Index m, Index K,
+MOEKIT_TARGET_NEON_DOTPROD inline void gate_up_quant(ActivationRows A, Index m, Index K,
                                                      const std::uint8_t* codes, const float* scales,
                                                      Index f, Index c0, Index c1, float* G,
                                                      float* U, Index ldo) {
   (void)f;
-  run_panels<2 * kPanel, Bits>(A, lda, m, K, codes, scales, c0, c1, G, U, ldo);
+  run_panels<2 * kPanel, Bits>(A, m, K, codes, scales, c0, c1, G, U, ldo);
 }
 template <int Bits>
 MOEKIT_TARGET_NEON_DOTPROD inline void matmul_quant(const float* A, Index lda, Index m, Index K,
@@ -260,7 +262,7 @@ MOEKIT_TARGET_NEON_DOTPROD inline void matmul_quant(const float* A, Index lda, I
                                                     Index N, Index c0, Index c1, float* Y,
                                                     Index ldy) {
   (void)N;
-  run_panels<kPanel, Bits>(A, lda, m, K, codes, scales, c0, c1, Y, nullptr, ldy);
+  run_panels<kPanel, Bits>({A, lda}, m, K, codes, scales, c0, c1, Y, nullptr, ldy);
 }
 
 }  // namespace neon_dotprod

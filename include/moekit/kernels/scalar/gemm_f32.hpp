@@ -11,6 +11,7 @@
 
 #include "../../core/dtype.hpp"
 #include "../packing.hpp"
+#include "../rows.hpp"
 
 MOEKIT_NAMESPACE_BEGIN
 namespace kernels {
@@ -24,9 +25,11 @@ inline float widen(f16 v) noexcept { return static_cast<float>(v); }
 
 /// G, U [m, ldo] columns [c0, c1) = A [m, K] (row stride lda) times the packed gate / up.
 template <class T = float>
-inline void gate_up(const float* A, Index lda, Index m, Index K, const T* packed, Index f, Index c0,
+inline void gate_up(ActivationRows rows, Index m, Index K, const T* packed, Index f, Index c0,
                     Index c1, float* G, float* U, Index ldo) {
   (void)f;
+  Index lda = 0;
+  const float* A = contiguous_rows(rows, m, K, lda);
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
     const T* B = packed + p * packed_k<T>(K) * 2 * kPanel;
     const Index ncols = (c1 - p * kPanel) < kPanel ? (c1 - p * kPanel) : kPanel;
