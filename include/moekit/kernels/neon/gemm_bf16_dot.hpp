@@ -47,7 +47,8 @@ inline Bf16Rows round_rows(const ActivationRows& X, Index m, Index K) {
   const Index ld = (K + 7) / 8 * 8;
   std::uint16_t* out = moekit::detail::thread_scratch<Bf16RowsTag, std::uint16_t>(m * ld);
   for (Index r = 0; r < m; ++r) {
-    for (Index k = 0; k < K; ++k) out[r * ld + k] = float_to_bf16_bits(X.row(r)[k]);
+    const float* x = X.row(r);
+    for (Index k = 0; k < K; ++k) out[r * ld + k] = float_to_bf16_bits(x[k]);
     for (Index k = K; k < ld; ++k) out[r * ld + k] = 0;
   }
   return {out, ld};
