@@ -20,7 +20,13 @@ namespace {
 namespace fs = std::filesystem;
 using moekit::Matrix;
 
-const std::string kDir = MOEKIT_CONFORMANCE_DIR;
+// The environment variable overrides the configured path, as in the other
+// conformance tests (a build run on another machine or from another folder).
+std::string conformance_dir() {
+  if (const char* env = std::getenv("MOEKIT_CONFORMANCE_DIR"); env && *env) return env;
+  return MOEKIT_CONFORMANCE_DIR;
+}
+const std::string kDir = conformance_dir();
 
 std::string fresh_dir(const std::string& name) {
   const fs::path p = fs::temp_directory_path() / ("moekit_load_layer_" + name + "_" + std::to_string(::getpid()));

@@ -207,7 +207,7 @@ TEST_P(PerIsa, BlockMatchesReferenceAndIsThreadInvariant) {
     EXPECT_LE(moekit_test::max_abs_diff(y, ref),
               moekit_test::kBlockTolerance * moekit_test::scale_of(ref))
         << c.T << "x" << c.d;
-    for (int threads : {2, 3, 5}) {
+    for (int threads : {2, 3, 5, 16}) {
       moekit::ThreadPoolExecutor pool(threads);
       Matrix y2(c.T, c.d);
       block.forward(x, y2, pool);
@@ -254,7 +254,7 @@ TEST_P(PerIsa, BlockWithSharedExperts) {
     const Matrix ref = moekit::reference::forward(block, x);
     EXPECT_LE(moekit_test::max_abs_diff(y, ref),
               moekit_test::kBlockTolerance * moekit_test::scale_of(ref));
-    for (int threads : {2, 3, 5}) {
+    for (int threads : {2, 3, 5, 16}) {
       moekit::ThreadPoolExecutor pool(threads);
       Matrix y2(c.T, d);
       block.forward(x, y2, pool);

@@ -84,7 +84,7 @@ TEST(Block, BitIdenticalForAnyThreadCountAndRepeatedCalls) {
   SwiGluMoEBlock block = random_block(16, 37, 29, 3, 5);
   const Matrix x = random_matrix(97, 37, 6);
   const Matrix y1 = block.forward(x);
-  for (int threads : {1, 2, 3, 8}) {
+  for (int threads : {1, 2, 3, 8, 16}) {
     moekit::ThreadPoolExecutor pool(threads);
     Matrix y(97, 37);
     block.forward(x, y, pool);

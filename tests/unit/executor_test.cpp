@@ -10,7 +10,7 @@
 namespace {
 
 TEST(Executor, EveryIndexRunsOnce) {
-  for (int threads : {1, 2, 5}) {
+  for (int threads : {1, 2, 5, 16}) {
     moekit::ThreadPoolExecutor pool(threads);
     EXPECT_EQ(pool.num_threads(), threads);
     for (moekit::Index n : {0, 1, 3, 1000}) {
