@@ -12,6 +12,8 @@
 // across ISAs (different summation order), which the tests state separately.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <limits>
 #include <random>
 #include <string>
@@ -40,6 +42,10 @@ class PerIsa : public ::testing::TestWithParam<Isa> {
 bool expects_bf16_dot(Isa isa) {
   return isa == Isa::avx512_bf16 || (isa == Isa::neon && moekit::cpu_features().neon_bf16);
 }
+
+// Whether a block's bf16 experts run them: the ISA has them and the bf16 dot
+// policy (Intel: off by default; MOEKIT_BF16_DOT) lets them run.
+bool expects_block_bf16_dot(Isa isa) { return expects_bf16_dot(isa) && moekit::bf16_dot_enabled(); }
 
 // Which ISAs have int8-activation kernels: every x86 one, NEON with DotProd.
 bool expects_int8_activations(Isa isa) {
@@ -397,7 +403,7 @@ TEST_P(PerIsa, BlockWithHalfPrecisionWeights) {
     // rounded to bf16 too (2^-9 relative each), so 1e-2 of the output scale.
     const Matrix ref = moekit::reference::forward(block, x);
     const bool dot = t == moekit::Dtype::bf16 && block.experts().bf16_uses_dot();
-    EXPECT_EQ(dot, t == moekit::Dtype::bf16 && expects_bf16_dot(GetParam()));
+    EXPECT_EQ(dot, t == moekit::Dtype::bf16 && expects_block_bf16_dot(GetParam()));
     EXPECT_LE(moekit_test::max_abs_diff(y, ref),
               (dot ? 1e-2 : moekit_test::kBlockTolerance) * moekit_test::scale_of(ref))
         << moekit::dtype_name(t);
@@ -436,10 +442,11 @@ TEST_P(PerIsa, BlockWithQuantizedWeights) {
     block.experts().set_weight_dtype(t);
     const Matrix y = block.forward(x);
     const Matrix ref = moekit::reference::forward(block, x);
-    EXPECT_EQ(block.experts().bf16_uses_dot(), expects_bf16_dot(GetParam()));
+    EXPECT_EQ(block.experts().bf16_uses_dot(), expects_block_bf16_dot(GetParam()));
     // int8 / int4 through vdpbf16ps: x86 only (NEON's dot math keeps them on f32 kernels).
-    const bool dot = GetParam() == Isa::avx512_bf16;
-    EXPECT_EQ(kernels::active().gate_up_q8_dot != nullptr, dot);
+    EXPECT_EQ(kernels::active().gate_up_q8_dot != nullptr, GetParam() == Isa::avx512_bf16);
+    const bool dot = GetParam() == Isa::avx512_bf16 && moekit::bf16_dot_enabled();
+    EXPECT_EQ(block.experts().quant_uses_dot(), dot);
     EXPECT_LE(moekit_test::max_abs_diff(y, ref),
               (dot ? 1e-2 : moekit_test::kBlockTolerance) * moekit_test::scale_of(ref))
         << moekit::dtype_name(t);
@@ -495,6 +502,76 @@ TEST_P(PerIsa, MixedPrecisionPerExpert) {
             moekit_test::kBlockTolerance * moekit_test::scale_of(ref));
   EXPECT_GT(block.experts().bytes_of_expert(0), block.experts().bytes_of_expert(3));
   EXPECT_GT(block.experts().bytes_of_expert(3), block.experts().bytes_of_expert(4));
+}
+
+// The bf16 dot policy (set_bf16_dot, MOEKIT_BF16_DOT): off computes bf16,
+// int8 and int4 experts exactly as Bf16Math::widen; on runs the dot kernels
+// where the ISA has them (their rounded activations change the bytes);
+// automatic follows the CPU (off where vdpbf16ps runs at half rate: Intel).
+TEST_P(PerIsa, Bf16DotPolicy) {
+  struct Restore {
+    ~Restore() { moekit::clear_bf16_dot(); }
+  } restore;
+  for (moekit::Dtype t : {moekit::Dtype::bf16, moekit::Dtype::i8, moekit::Dtype::i4}) {
+    SCOPED_TRACE(moekit::dtype_name(t));
+    moekit::SwiGluMoEBlock block = moekit_test::random_block(8, 40, 36, 2, 41);
+    block.experts().set_weight_dtype(t);
+    const Matrix x = random_matrix(30, 40, 42);
+    block.experts().set_bf16_math(moekit::Bf16Math::widen);
+    const Matrix y_widen = block.forward(x);
+    block.experts().set_bf16_math(moekit::Bf16Math::dot);
+
+    moekit::set_bf16_dot(moekit::Bf16Dot::off);
+    EXPECT_FALSE(moekit::bf16_dot_enabled());
+    EXPECT_FALSE(block.experts().bf16_uses_dot());
+    EXPECT_FALSE(block.experts().quant_uses_dot());
+    EXPECT_TRUE(moekit_test::bit_identical(block.forward(x), y_widen));
+
+    moekit::set_bf16_dot(moekit::Bf16Dot::on);
+    const bool dot_runs =
+        t == moekit::Dtype::bf16 ? expects_bf16_dot(GetParam()) : GetParam() == Isa::avx512_bf16;
+    EXPECT_EQ(t == moekit::Dtype::bf16 ? block.experts().bf16_uses_dot()
+                                       : block.experts().quant_uses_dot(),
+              dot_runs);
+    const Matrix y_on = block.forward(x);
+    EXPECT_EQ(moekit_test::bit_identical(y_on, y_widen), !dot_runs);
+
+    moekit::set_bf16_dot(moekit::Bf16Dot::automatic);
+    EXPECT_EQ(moekit::bf16_dot_enabled(), !moekit::cpu_features().bf16_dot_half_rate);
+    EXPECT_TRUE(
+        moekit_test::bit_identical(block.forward(x), moekit::bf16_dot_enabled() ? y_on : y_widen));
+    // int8_dot's bf16 experts follow the policy too.
+    if (t == moekit::Dtype::bf16) {
+      block.experts().set_bf16_math(moekit::Bf16Math::int8_dot);
+      moekit::set_bf16_dot(moekit::Bf16Dot::off);
+      EXPECT_TRUE(moekit_test::bit_identical(block.forward(x), y_widen));
+    }
+  }
+  // Without the API setting, MOEKIT_BF16_DOT decides (the suite runs once
+  // more under MOEKIT_BF16_DOT=off: tests/kernels/CMakeLists.txt).
+  moekit::clear_bf16_dot();
+  const char* env = std::getenv("MOEKIT_BF16_DOT");
+  if (env && std::string(env) == "off") {
+    EXPECT_FALSE(moekit::bf16_dot_enabled());
+  }
+  if (env && std::string(env) == "on") {
+    EXPECT_TRUE(moekit::bf16_dot_enabled());
+  }
+  if (moekit::cpu_features().bf16_dot_half_rate) {
+    EXPECT_TRUE(moekit::cpu_features().avx512bf16);
+  }
+}
+
+// The vendor test behind bf16_dot_half_rate agrees with the kernel's
+// /proc/cpuinfo (Linux on x86: half rate exactly on GenuineIntel with AVX-512 BF16).
+TEST(CpuFeatures, Bf16DotHalfRateIsIntelWithAvx512Bf16) {
+  std::ifstream info("/proc/cpuinfo");
+  std::string line, vendor;
+  while (vendor.empty() && std::getline(info, line))
+    if (line.rfind("vendor_id", 0) == 0) vendor = line.substr(line.find(':') + 2);
+  if (vendor.empty()) GTEST_SKIP() << "no vendor_id in /proc/cpuinfo (not Linux on x86)";
+  const moekit::CpuFeatures& f = moekit::cpu_features();
+  EXPECT_EQ(f.bf16_dot_half_rate, vendor == "GenuineIntel" && f.avx512bf16) << vendor;
 }
 
 // The panel decoder the scalar kernels use gives back exactly the

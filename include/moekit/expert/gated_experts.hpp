@@ -48,7 +48,8 @@ enum class Bf16Math {
   /// each group's sum is multiplied by its scale in f32. On NEON with BF16
   /// (Armv8.6): bf16 experts the same way through BFDOT (its own rounding of
   /// each pair sum: not the x86 bytes), int8 / int4 experts as with widen.
-  /// Elsewhere: widen.
+  /// Elsewhere, and where bf16_dot_enabled() is false (by default on Intel
+  /// CPUs, whose vdpbf16ps runs at half their FP32 FMA rate): widen.
   dot,
   /// Weights widened (bf16) or dequantised (int8 / int4) to f32 as they load,
   /// f32 activations: f32 arithmetic on exactly the stored weights, on every ISA.
@@ -438,7 +439,7 @@ class GatedExperts {
 
  private:
   bool uses_dot(const kernels::KernelTable& k) const noexcept {
-    return bf16_math_ != Bf16Math::widen && k.has_dot();
+    return bf16_math_ != Bf16Math::widen && k.has_dot() && bf16_dot_enabled();
   }
   bool uses_quant_dot(const kernels::KernelTable& k, int bits) const noexcept {
     return uses_dot(k) && k.gate_up_quant_dot(bits) != nullptr;

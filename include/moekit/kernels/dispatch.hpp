@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -110,6 +111,56 @@ inline Isa detected_isa() noexcept {
 inline void set_max_isa(Isa isa) noexcept { detail::api_cap().store(detail::isa_rank(isa)); }
 /// Removes the API cap (MOEKIT_MAX_ISA still applies).
 inline void clear_max_isa() noexcept { detail::api_cap().store(-1); }
+
+/// Whether bf16 dot products (vdpbf16ps, BFDOT) run where the ISA has them
+/// and Bf16Math asks for them (see Bf16Math::dot). automatic: yes unless the
+/// CPU runs vdpbf16ps at half the FP32 FMA rate (CpuFeatures::
+/// bf16_dot_half_rate: Intel), where the widening f32 kernels are faster
+/// (olmoe bf16 T = 512 on a 16-core Xeon: 1.68x on one thread, 1.37x on 16).
+/// on / off: always / never (off computes bf16 experts as Bf16Math::widen).
+enum class Bf16Dot : int { automatic = 0, on = 1, off = 2 };
+
+namespace detail {
+
+// MOEKIT_BF16_DOT (auto, on, off), read once (-1: unset). An unknown value
+// is ignored with a warning, as MOEKIT_MAX_ISA.
+inline int env_bf16_dot() noexcept {
+  static const int policy = [] {
+    const char* s = std::getenv("MOEKIT_BF16_DOT");
+    if (!s || !*s) return -1;
+    const std::string name(s);
+    if (name == "auto") return static_cast<int>(Bf16Dot::automatic);
+    if (name == "on") return static_cast<int>(Bf16Dot::on);
+    if (name == "off") return static_cast<int>(Bf16Dot::off);
+    std::fprintf(stderr, "moekit: ignoring MOEKIT_BF16_DOT=%s (expected auto, on, off)\n", s);
+    return -1;
+  }();
+  return policy;
+}
+
+inline std::atomic<int>& api_bf16_dot() noexcept {
+  static std::atomic<int> v{-1};
+  return v;
+}
+
+}  // namespace detail
+
+/// Sets the bf16 dot policy for every later forward, over MOEKIT_BF16_DOT
+/// (Bf16Dot::automatic returns to the CPU's choice, not to the environment's).
+/// Affects the whole process; safe to call between forwards, not during one.
+inline void set_bf16_dot(Bf16Dot p) noexcept { detail::api_bf16_dot().store(static_cast<int>(p)); }
+/// Removes the API setting (MOEKIT_BF16_DOT applies again).
+inline void clear_bf16_dot() noexcept { detail::api_bf16_dot().store(-1); }
+
+/// True when bf16 dot products may run: the API setting, else MOEKIT_BF16_DOT,
+/// else automatic (not on CPUs with CpuFeatures::bf16_dot_half_rate).
+inline bool bf16_dot_enabled() noexcept {
+  int p = detail::api_bf16_dot().load(std::memory_order_relaxed);
+  if (p < 0) p = detail::env_bf16_dot();
+  if (p == static_cast<int>(Bf16Dot::on)) return true;
+  if (p == static_cast<int>(Bf16Dot::off)) return false;
+  return !cpu_features().bf16_dot_half_rate;
+}
 
 /// The ISA the kernels use now.
 inline Isa active_isa() noexcept {
