@@ -38,14 +38,22 @@ class PerIsa : public ::testing::TestWithParam<Isa> {
   void TearDown() override { moekit::clear_max_isa(); }
 };
 
-// Which ISAs have bf16 dot-product kernels: AVX-512 BF16, NEON with BF16.
+// Which ISAs have bf16 dot-product kernels: AVX-512 BF16 (vdpbf16ps), AMX
+// (tiles), NEON with BF16.
 bool expects_bf16_dot(Isa isa) {
-  return isa == Isa::avx512_bf16 || (isa == Isa::neon && moekit::cpu_features().neon_bf16);
+  return isa == Isa::avx512_bf16 || isa == Isa::avx512_amx ||
+         (isa == Isa::neon && moekit::cpu_features().neon_bf16);
 }
 
+// Which ISAs have AVX-512 VNNI and the vdpbf16ps kernels (avx512_amx keeps
+// them for what the tile kernels do not cover).
+bool has_avx512_bf16(Isa isa) { return isa == Isa::avx512_bf16 || isa == Isa::avx512_amx; }
+
 // Whether a block's bf16 experts run them: the ISA has them and the bf16 dot
-// policy (Intel: off by default; MOEKIT_BF16_DOT) lets them run.
-bool expects_block_bf16_dot(Isa isa) { return expects_bf16_dot(isa) && moekit::bf16_dot_enabled(); }
+// policy (Intel without AMX: off by default; MOEKIT_BF16_DOT) lets them run.
+bool expects_block_bf16_dot(Isa isa) {
+  return expects_bf16_dot(isa) && moekit::bf16_dot_enabled(isa);
+}
 
 // Which ISAs have int8-activation kernels: every x86 one, NEON with DotProd.
 bool expects_int8_activations(Isa isa) {
@@ -349,8 +357,9 @@ TEST_P(PerIsa, Bf16DotKernelsAgainstRoundedProducts) {
   if (!k.gate_up_bf16_dot) {
     GTEST_SKIP() << "no bf16 dot products on " << moekit::isa_name(GetParam());
   }
-  for (Index m : {1, 2, 6, 7, 12, 13, 30})
-    for (Index K : {1, 2, 15, 16, 17, 33, 64})
+  // (and both sides of the AMX tile rows, 16 and 32, and k-chunks, 32 inputs)
+  for (Index m : {1, 2, 6, 7, 12, 13, 16, 17, 30, 33})
+    for (Index K : {1, 2, 15, 16, 17, 33, 64, 100})
       for (Index N : {1, 15, 16, 17, 40, 64, 70}) {
         const Matrix A = random_matrix(m, K, static_cast<std::uint32_t>(3 * m + K + N));
         const Matrix W = round_to_bf16(random_matrix(N, K, 15)),
@@ -530,6 +539,7 @@ TEST_P(PerIsa, Bf16DotPolicy) {
     moekit::set_bf16_dot(moekit::Bf16Dot::on);
     const bool dot_runs =
         t == moekit::Dtype::bf16 ? expects_bf16_dot(GetParam()) : GetParam() == Isa::avx512_bf16;
+    // (avx512_amx: int8 / int4 keep the f32 kernels under dot)
     EXPECT_EQ(t == moekit::Dtype::bf16 ? block.experts().bf16_uses_dot()
                                        : block.experts().quant_uses_dot(),
               dot_runs);
@@ -537,7 +547,8 @@ TEST_P(PerIsa, Bf16DotPolicy) {
     EXPECT_EQ(moekit_test::bit_identical(y_on, y_widen), !dot_runs);
 
     moekit::set_bf16_dot(moekit::Bf16Dot::automatic);
-    EXPECT_EQ(moekit::bf16_dot_enabled(), !moekit::cpu_features().bf16_dot_half_rate);
+    EXPECT_EQ(moekit::bf16_dot_enabled(),
+              GetParam() == Isa::avx512_amx || !moekit::cpu_features().bf16_dot_half_rate);
     EXPECT_TRUE(
         moekit_test::bit_identical(block.forward(x), moekit::bf16_dot_enabled() ? y_on : y_widen));
     // int8_dot's bf16 experts follow the policy too.
@@ -572,6 +583,27 @@ TEST(CpuFeatures, Bf16DotHalfRateIsIntelWithAvx512Bf16) {
   if (vendor.empty()) GTEST_SKIP() << "no vendor_id in /proc/cpuinfo (not Linux on x86)";
   const moekit::CpuFeatures& f = moekit::cpu_features();
   EXPECT_EQ(f.bf16_dot_half_rate, vendor == "GenuineIntel" && f.avx512bf16) << vendor;
+}
+
+// AMX is detected where the kernel lists amx_bf16 and amx_tile (Linux grants
+// the tile state on request since 5.16), and then it is the best ISA.
+TEST(CpuFeatures, AmxWhereCpuinfoListsIt) {
+  std::ifstream info("/proc/cpuinfo");
+  std::string line, flags;
+  while (flags.empty() && std::getline(info, line))
+    if (line.rfind("flags", 0) == 0) flags = " " + line.substr(line.find(':') + 1) + " ";
+  if (flags.empty()) GTEST_SKIP() << "no flags in /proc/cpuinfo (not Linux on x86)";
+  const auto has = [&](const char* f) { return flags.find(std::string(" ") + f + " ") != std::string::npos; };
+  const moekit::CpuFeatures& cf = moekit::cpu_features();
+  const bool listed = has("amx_bf16") && has("amx_tile") && has("avx512_bf16");
+  if (!listed) {
+    EXPECT_FALSE(cf.amx_bf16);
+  }
+  if (cf.amx_bf16) {
+    EXPECT_TRUE(listed);
+    EXPECT_EQ(moekit::detected_isa(), Isa::avx512_amx);
+  }
+  if (listed && !cf.amx_bf16) GTEST_SKIP() << "the kernel refused the AMX tile state";
 }
 
 // The panel decoder the scalar kernels use gives back exactly the
@@ -855,7 +887,7 @@ TEST(Avx2Int8, RowQuantiserIsTheScalarOne) {
 // scales bit for bit (and the offset corrections from those codes), on the
 // rows of quantiser_rows, K across group and quad boundaries.
 TEST_P(PerIsa, QuantVnniRowQuantiserIsTheScalarOne) {
-  if (GetParam() != Isa::avx512_bf16) GTEST_SKIP() << "no VNNI on " << moekit::isa_name(GetParam());
+  if (!has_avx512_bf16(GetParam())) GTEST_SKIP() << "no VNNI on " << moekit::isa_name(GetParam());
   for (Index K : {1, 3, 4, 5, 31, 32, 33, 63, 64, 100}) {
     const Matrix A = quantiser_rows(K);
     const Index R = A.rows();
@@ -1128,7 +1160,7 @@ TEST_P(PerIsa, RooflineProbesRun) {
   using kernels::PeakLoop;
   const Isa isa = GetParam();
   const bool fma = isa != Isa::scalar, bf16 = expects_bf16_dot(isa),
-             int8 = isa == Isa::avx512_bf16 ||
+             int8 = has_avx512_bf16(isa) ||
                     (isa == Isa::neon && moekit::cpu_features().neon_dotprod);
   EXPECT_EQ(kernels::peak_ops_per_iter(PeakLoop::fp32_fma, isa) > 0, fma);
   EXPECT_EQ(kernels::peak_ops_per_iter(PeakLoop::bf16_dot, isa) > 0, bf16);

@@ -48,6 +48,9 @@ enum class Bf16Math {
   /// each group's sum is multiplied by its scale in f32. On NEON with BF16
   /// (Armv8.6): bf16 experts the same way through BFDOT (its own rounding of
   /// each pair sum: not the x86 bytes), int8 / int4 experts as with widen.
+  /// With AMX (Isa::avx512_amx): bf16 experts on the tile unit (the same
+  /// rounded activations; the unit's own rounding of each 32-input chunk:
+  /// not the vdpbf16ps bytes), int8 / int4 experts as with widen.
   /// Elsewhere, and where bf16_dot_enabled() is false (by default on Intel
   /// CPUs, whose vdpbf16ps runs at half their FP32 FMA rate): widen.
   dot,
@@ -439,7 +442,7 @@ class GatedExperts {
 
  private:
   bool uses_dot(const kernels::KernelTable& k) const noexcept {
-    return bf16_math_ != Bf16Math::widen && k.has_dot() && bf16_dot_enabled();
+    return bf16_math_ != Bf16Math::widen && k.has_dot() && bf16_dot_enabled(k.isa);
   }
   bool uses_quant_dot(const kernels::KernelTable& k, int bits) const noexcept {
     return uses_dot(k) && k.gate_up_quant_dot(bits) != nullptr;

@@ -7,6 +7,9 @@
 // int8 dot product (SDOT, Armv8.2 DotProd) and BF16 (BFDOT, Armv8.6) are
 // asked of the OS (Linux: the HWCAP_ASIMDDP and HWCAP2_BF16 bits of the
 // auxiliary vector) unless the compiler targets them.
+// AMX (Intel's tile unit) needs one more step on Linux: the kernel enables
+// its 8 KiB of tile state per process only when asked (arch_prctl
+// ARCH_REQ_XCOMP_PERM), which detection does once; elsewhere AMX is not used.
 // Other targets: nothing, the scalar kernels run.
 #pragma once
 
@@ -18,6 +21,10 @@
 #define MOEKIT_ARCH_X86 1
 #if defined(__GNUC__) || defined(__clang__)
 #include <cpuid.h>
+#endif
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 #elif defined(__aarch64__) || defined(_M_ARM64)
 #define MOEKIT_ARCH_ARM64 1
@@ -37,6 +44,9 @@ struct CpuFeatures {
   /// core), where AMD's run it at twice. Widening bf16 to f32 FMAs is then
   /// the faster bf16 path (see bf16_dot_enabled).
   bool bf16_dot_half_rate = false;
+  /// AMX-TILE and AMX-BF16, with the OS's permission to use the tile data
+  /// (Linux: granted to this process at detection).
+  bool amx_bf16 = false;
   bool neon = false;
   bool neon_dotprod = false;  ///< SDOT / UDOT (Armv8.2 DotProd)
   bool neon_bf16 = false;     ///< BFDOT and the other Armv8.6 BF16 instructions
@@ -49,6 +59,17 @@ inline std::uint64_t xgetbv0() noexcept {
   std::uint32_t eax = 0, edx = 0;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
   return (static_cast<std::uint64_t>(edx) << 32) | eax;
+}
+
+// Asks Linux for the AMX tile data state (granted once per process, to every
+// thread); false where the kernel refuses or is too old (before 5.16).
+inline bool request_amx_permission() noexcept {
+#if defined(__linux__) && defined(__x86_64__) && defined(SYS_arch_prctl)
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureTileData = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureTileData) == 0;
+#else
+  return false;
+#endif
 }
 
 inline CpuFeatures detect_cpu_features() noexcept {
@@ -65,6 +86,7 @@ inline CpuFeatures detect_cpu_features() noexcept {
   unsigned max_leaf = __get_cpuid_max(0, nullptr);
   if (max_leaf < 7) return f;
   __cpuid_count(7, 0, a, b, c, d);
+  const unsigned d7 = d;
   f.avx2 = (b >> 5) & 1u;
   f.fma = fma;
   f.f16c = f16c;
@@ -82,6 +104,11 @@ inline CpuFeatures detect_cpu_features() noexcept {
   __cpuid(0, a, b, c, d);
   const bool intel = b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu;
   f.bf16_dot_half_rate = f.avx512bf16 && intel;
+  // AMX: CPUID.7.0 EDX bits 22 (AMX-BF16) and 24 (AMX-TILE); XCR0 bits 17 and
+  // 18 (tile configuration and data state) enabled by the OS.
+  const bool amx_cpu = os_zmm && ((d7 >> 22) & 1u) && ((d7 >> 24) & 1u);
+  const bool os_tiles = (xcr0 & 0x60000u) == 0x60000u;
+  f.amx_bf16 = amx_cpu && os_tiles && request_amx_permission();
   return f;
 }
 #elif defined(MOEKIT_ARCH_ARM64)

@@ -6,6 +6,7 @@
 //   Isa::avx2         AVX2 + FMA + F16C
 //   Isa::avx512       AVX-512 F/BW/VL/DQ
 //   Isa::avx512_bf16  AVX-512 with BF16 and VNNI
+//   Isa::avx512_amx   the above and AMX-BF16 tiles (bf16 experts on the tile unit)
 //   Isa::neon         AArch64 Advanced SIMD
 // The active ISA is min(best the CPU and OS support, MOEKIT_MAX_ISA,
 // set_max_isa()). Tests run every available ISA by capping it
@@ -24,6 +25,7 @@
 #include "../core/scratch_arena.hpp"
 #include "avx2/gemm_f32.hpp"
 #include "avx2/gemm_int8_act.hpp"
+#include "avx512/gemm_bf16_amx.hpp"
 #include "avx512/gemm_bf16_dot.hpp"
 #include "avx512/gemm_f32.hpp"
 #include "avx512/gemm_int8_vnni.hpp"
@@ -37,7 +39,7 @@
 
 MOEKIT_NAMESPACE_BEGIN
 
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3, neon = 4 };
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3, avx512_amx = 4, neon = 5 };
 
 inline const char* isa_name(Isa isa) noexcept {
   switch (isa) {
@@ -45,6 +47,7 @@ inline const char* isa_name(Isa isa) noexcept {
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
     case Isa::avx512_bf16: return "avx512_bf16";
+    case Isa::avx512_amx: return "avx512_amx";
     case Isa::neon: return "neon";
   }
   return "?";
@@ -52,9 +55,10 @@ inline const char* isa_name(Isa isa) noexcept {
 
 /// Parses an ISA name (as isa_name prints it); throws moekit::Error otherwise.
 inline Isa parse_isa(const std::string& s) {
-  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::neon})
+  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::avx512_amx, Isa::neon})
     if (s == isa_name(i)) return i;
-  detail::fail("isa: expected one of scalar, avx2, avx512, avx512_bf16, neon, got \"", s, "\"");
+  detail::fail("isa: expected one of scalar, avx2, avx512, avx512_bf16, avx512_amx, neon, got \"",
+               s, "\"");
 }
 
 namespace detail {
@@ -66,7 +70,7 @@ inline Isa best_supported_isa() noexcept {
   const CpuFeatures& f = cpu_features();
 #if defined(MOEKIT_HAVE_X86_KERNELS)
   const bool avx512 = f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx2 && f.fma;
-  if (avx512 && f.avx512bf16 && f.avx512vnni) return Isa::avx512_bf16;
+  if (avx512 && f.avx512bf16 && f.avx512vnni) return f.amx_bf16 ? Isa::avx512_amx : Isa::avx512_bf16;
   if (avx512) return Isa::avx512;
   if (f.avx2 && f.fma && f.f16c) return Isa::avx2;
 #elif defined(MOEKIT_HAVE_NEON_KERNELS)
@@ -82,12 +86,13 @@ inline int env_cap() noexcept {
   static const int cap = [] {
     const char* s = std::getenv("MOEKIT_MAX_ISA");
     if (!s || !*s) return -1;
-    for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::neon})
+    for (Isa i :
+         {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::avx512_amx, Isa::neon})
       if (std::string(s) == isa_name(i)) return isa_rank(i);
-    std::fprintf(
-        stderr,
-        "moekit: ignoring MOEKIT_MAX_ISA=%s (expected scalar, avx2, avx512, avx512_bf16, neon)\n",
-        s);
+    std::fprintf(stderr,
+                 "moekit: ignoring MOEKIT_MAX_ISA=%s (expected scalar, avx2, avx512, avx512_bf16, "
+                 "avx512_amx, neon)\n",
+                 s);
     return -1;
   }();
   return cap;
@@ -112,11 +117,12 @@ inline void set_max_isa(Isa isa) noexcept { detail::api_cap().store(detail::isa_
 /// Removes the API cap (MOEKIT_MAX_ISA still applies).
 inline void clear_max_isa() noexcept { detail::api_cap().store(-1); }
 
-/// Whether bf16 dot products (vdpbf16ps, BFDOT) run where the ISA has them
-/// and Bf16Math asks for them (see Bf16Math::dot). automatic: yes unless the
-/// CPU runs vdpbf16ps at half the FP32 FMA rate (CpuFeatures::
-/// bf16_dot_half_rate: Intel), where the widening f32 kernels are faster
-/// (olmoe bf16 T = 512 on a 16-core Xeon: 1.68x on one thread, 1.37x on 16).
+/// Whether bf16 dot products (vdpbf16ps, BFDOT, AMX tiles) run where the ISA
+/// has them and Bf16Math asks for them (see Bf16Math::dot). automatic: yes on
+/// AMX, and elsewhere unless the CPU runs vdpbf16ps at half the FP32 FMA rate
+/// (CpuFeatures::bf16_dot_half_rate: Intel), where the widening f32 kernels
+/// are faster (olmoe bf16 T = 512 on a 16-core Xeon: 1.68x on one thread,
+/// 1.37x on 16).
 /// on / off: always / never (off computes bf16 experts as Bf16Math::widen).
 enum class Bf16Dot : int { automatic = 0, on = 1, off = 2 };
 
@@ -152,16 +158,6 @@ inline void set_bf16_dot(Bf16Dot p) noexcept { detail::api_bf16_dot().store(stat
 /// Removes the API setting (MOEKIT_BF16_DOT applies again).
 inline void clear_bf16_dot() noexcept { detail::api_bf16_dot().store(-1); }
 
-/// True when bf16 dot products may run: the API setting, else MOEKIT_BF16_DOT,
-/// else automatic (not on CPUs with CpuFeatures::bf16_dot_half_rate).
-inline bool bf16_dot_enabled() noexcept {
-  int p = detail::api_bf16_dot().load(std::memory_order_relaxed);
-  if (p < 0) p = detail::env_bf16_dot();
-  if (p == static_cast<int>(Bf16Dot::on)) return true;
-  if (p == static_cast<int>(Bf16Dot::off)) return false;
-  return !cpu_features().bf16_dot_half_rate;
-}
-
 /// The ISA the kernels use now.
 inline Isa active_isa() noexcept {
   const Isa best = detected_isa();
@@ -172,6 +168,20 @@ inline Isa active_isa() noexcept {
   if (best == Isa::neon) return rank >= 1 ? Isa::neon : Isa::scalar;
   return static_cast<Isa>(rank);
 }
+
+/// True when bf16 dot products may run on `isa`: the API setting, else
+/// MOEKIT_BF16_DOT, else automatic: always on the tile unit
+/// (Isa::avx512_amx), elsewhere not on CPUs with
+/// CpuFeatures::bf16_dot_half_rate.
+inline bool bf16_dot_enabled(Isa isa) noexcept {
+  int p = detail::api_bf16_dot().load(std::memory_order_relaxed);
+  if (p < 0) p = detail::env_bf16_dot();
+  if (p == static_cast<int>(Bf16Dot::on)) return true;
+  if (p == static_cast<int>(Bf16Dot::off)) return false;
+  return isa == Isa::avx512_amx || !cpu_features().bf16_dot_half_rate;
+}
+/// bf16_dot_enabled for the ISA in use now.
+inline bool bf16_dot_enabled() noexcept { return bf16_dot_enabled(active_isa()); }
 
 /// Every ISA this machine can run within the MOEKIT_MAX_ISA cap, lowest
 /// first (what tests iterate over).
@@ -364,10 +374,23 @@ MOEKIT_DETAIL_TABLE_LINKAGE const KernelTable& table_for(Isa isa) noexcept {
     t.matmul_q4_a8 = &avx512_vnni::matmul_quant<4>;
     return t;
   }();
+  // AMX: bf16 experts on the tile unit. int8 / int4 experts keep the f32
+  // kernels under Bf16Math::dot (AMX CPUs run vdpbf16ps at half the FP32
+  // rate), and int8_dot's VNNI kernels.
+  static const KernelTable avx512_amx_table = [] {
+    KernelTable t = avx512_bf16_table;
+    t.isa = Isa::avx512_amx;
+    t.gate_up_bf16_dot = &avx512_amx::gate_up;
+    t.matmul_bf16_dot = &avx512_amx::matmul;
+    t.gate_up_q8_dot = t.gate_up_q4_dot = nullptr;
+    t.matmul_q8_dot = t.matmul_q4_dot = nullptr;
+    return t;
+  }();
   switch (isa) {
     case Isa::avx2: return avx2_table;
     case Isa::avx512: return avx512_table;
     case Isa::avx512_bf16: return avx512_bf16_table;
+    case Isa::avx512_amx: return avx512_amx_table;
     default: break;
   }
 #elif defined(MOEKIT_HAVE_NEON_KERNELS)

@@ -163,7 +163,8 @@ inline float read_sum_neon(const float* p, std::size_t n) {
 /// Sums n floats (64-byte aligned, n a multiple of 64) as fast as loads allow: the bandwidth probe.
 inline float read_sum(Isa isa, const float* p, std::size_t n) {
 #ifdef MOEKIT_HAVE_X86_KERNELS
-  if (isa == Isa::avx512 || isa == Isa::avx512_bf16) return detail::read_sum_avx512(p, n);
+  if (isa == Isa::avx512 || isa == Isa::avx512_bf16 || isa == Isa::avx512_amx)
+    return detail::read_sum_avx512(p, n);
   if (isa == Isa::avx2) return detail::read_sum_avx2(p, n);
 #endif
 #ifdef MOEKIT_HAVE_NEON_KERNELS
@@ -190,7 +191,8 @@ enum class PeakLoop {
 /// Operations (FLOPs, or integer ops for int8_dot) of one iteration of a
 /// peak loop on `isa`; 0 where the ISA lacks its instruction.
 inline double peak_ops_per_iter(PeakLoop loop, Isa isa) noexcept {
-  const bool avx512 = isa == Isa::avx512 || isa == Isa::avx512_bf16;
+  const bool avx512 = isa == Isa::avx512 || isa == Isa::avx512_bf16 || isa == Isa::avx512_amx;
+  const bool avx512_bf16 = isa == Isa::avx512_bf16 || isa == Isa::avx512_amx;
   // NEON: 24 accumulators of 4 lanes; the dot loops where the CPU has them
   // (and this build has their kernels).
   const bool neon = isa == Isa::neon;
@@ -200,9 +202,9 @@ inline double peak_ops_per_iter(PeakLoop loop, Isa isa) noexcept {
     case PeakLoop::fp32_fma:
       return avx512 ? 24.0 * 16 * 2 : isa == Isa::avx2 ? 12.0 * 8 * 2 : neon ? 24.0 * 4 * 2 : 0.0;
     case PeakLoop::bf16_dot:
-      return isa == Isa::avx512_bf16 ? 24.0 * 16 * 4 : neon_bf16 ? 24.0 * 4 * 4 : 0.0;
+      return avx512_bf16 ? 24.0 * 16 * 4 : neon_bf16 ? 24.0 * 4 * 4 : 0.0;
     case PeakLoop::int8_dot:
-      return isa == Isa::avx512_bf16 ? 24.0 * 16 * 8 : neon_int8 ? 24.0 * 4 * 8 : 0.0;
+      return avx512_bf16 ? 24.0 * 16 * 8 : neon_int8 ? 24.0 * 4 * 8 : 0.0;
   }
   return 0.0;
 }
