@@ -593,7 +593,9 @@ TEST(CpuFeatures, AmxWhereCpuinfoListsIt) {
   while (flags.empty() && std::getline(info, line))
     if (line.rfind("flags", 0) == 0) flags = " " + line.substr(line.find(':') + 1) + " ";
   if (flags.empty()) GTEST_SKIP() << "no flags in /proc/cpuinfo (not Linux on x86)";
-  const auto has = [&](const char* f) { return flags.find(std::string(" ") + f + " ") != std::string::npos; };
+  const auto has = [&](const char* f) {
+    return flags.find(std::string(" ") + f + " ") != std::string::npos;
+  };
   const moekit::CpuFeatures& cf = moekit::cpu_features();
   const bool listed = has("amx_bf16") && has("amx_tile") && has("avx512_bf16");
   if (!listed) {
@@ -1160,8 +1162,8 @@ TEST_P(PerIsa, RooflineProbesRun) {
   using kernels::PeakLoop;
   const Isa isa = GetParam();
   const bool fma = isa != Isa::scalar, bf16 = expects_bf16_dot(isa),
-             int8 = has_avx512_bf16(isa) ||
-                    (isa == Isa::neon && moekit::cpu_features().neon_dotprod);
+             int8 =
+                 has_avx512_bf16(isa) || (isa == Isa::neon && moekit::cpu_features().neon_dotprod);
   EXPECT_EQ(kernels::peak_ops_per_iter(PeakLoop::fp32_fma, isa) > 0, fma);
   EXPECT_EQ(kernels::peak_ops_per_iter(PeakLoop::bf16_dot, isa) > 0, bf16);
   EXPECT_EQ(kernels::peak_ops_per_iter(PeakLoop::int8_dot, isa) > 0, int8);

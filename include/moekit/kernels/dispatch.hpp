@@ -39,7 +39,14 @@
 
 MOEKIT_NAMESPACE_BEGIN
 
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3, avx512_amx = 4, neon = 5 };
+enum class Isa : int {
+  scalar = 0,
+  avx2 = 1,
+  avx512 = 2,
+  avx512_bf16 = 3,
+  avx512_amx = 4,
+  neon = 5
+};
 
 inline const char* isa_name(Isa isa) noexcept {
   switch (isa) {
@@ -70,7 +77,8 @@ inline Isa best_supported_isa() noexcept {
   const CpuFeatures& f = cpu_features();
 #if defined(MOEKIT_HAVE_X86_KERNELS)
   const bool avx512 = f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx2 && f.fma;
-  if (avx512 && f.avx512bf16 && f.avx512vnni) return f.amx_bf16 ? Isa::avx512_amx : Isa::avx512_bf16;
+  if (avx512 && f.avx512bf16 && f.avx512vnni)
+    return f.amx_bf16 ? Isa::avx512_amx : Isa::avx512_bf16;
   if (avx512) return Isa::avx512;
   if (f.avx2 && f.fma && f.f16c) return Isa::avx2;
 #elif defined(MOEKIT_HAVE_NEON_KERNELS)

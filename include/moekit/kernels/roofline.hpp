@@ -201,10 +201,8 @@ inline double peak_ops_per_iter(PeakLoop loop, Isa isa) noexcept {
   switch (loop) {
     case PeakLoop::fp32_fma:
       return avx512 ? 24.0 * 16 * 2 : isa == Isa::avx2 ? 12.0 * 8 * 2 : neon ? 24.0 * 4 * 2 : 0.0;
-    case PeakLoop::bf16_dot:
-      return avx512_bf16 ? 24.0 * 16 * 4 : neon_bf16 ? 24.0 * 4 * 4 : 0.0;
-    case PeakLoop::int8_dot:
-      return avx512_bf16 ? 24.0 * 16 * 8 : neon_int8 ? 24.0 * 4 * 8 : 0.0;
+    case PeakLoop::bf16_dot: return avx512_bf16 ? 24.0 * 16 * 4 : neon_bf16 ? 24.0 * 4 * 4 : 0.0;
+    case PeakLoop::int8_dot: return avx512_bf16 ? 24.0 * 16 * 8 : neon_int8 ? 24.0 * 4 * 8 : 0.0;
   }
   return 0.0;
 }

@@ -79,7 +79,8 @@ inline void release_tiles() noexcept { __asm__ volatile("tilerelease" ::: "memor
 #define MOEKIT_AMX_STORE(t, base, stride) \
   __asm__ volatile("tilestored %%tmm" #t ", (%0,%1,1)" ::"r"(base), "r"(stride) : "memory")
 // dst += a · b (AT&T order: b, a, dst).
-#define MOEKIT_AMX_DOT(dst, a, b) __asm__ volatile("tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #dst ::)
+#define MOEKIT_AMX_DOT(dst, a, b) \
+  __asm__ volatile("tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #dst ::)
 
 // Activation rows as tiles read them: [rows rounded up to 16][K2p] words, K2p
 // = k-pairs rounded up to 16, padding +0.
@@ -123,125 +124,100 @@ MOEKIT_TARGET_AVX512 inline void put_tile(const float* c, Index rows, __mmask16 
     _mm512_mask_storeu_ps(Y + r * ldy, mask, _mm512_load_ps(c + r * kTileRows));
 }
 
+// The call's rows times two weight column tiles: b0(kp) / b1(kp) give the 16
+// k-pair rows (stride b_stride) of chunk kp, written to Y0 / Y1 under mask0 /
+// mask1 (mask1 == 0: Y1 not written). Two row tiles x two column tiles per
+// k-chunk: four tile products for four tile loads.
+template <class B0, class B1>
+MOEKIT_TARGET_AVX512_BF16 inline void two_column_tiles(const TileRows& rows, Index m, const B0& b0,
+                                                       const B1& b1, long b_stride, float* Y0,
+                                                       __mmask16 mask0, float* Y1, __mmask16 mask1,
+                                                       Index ldy) {
+  const long a_stride = static_cast<long>(rows.K2p * 4), c_stride = kTileRows * 4;
+  alignas(64) float c[4][kTileRows * kTileRows];
+  for (Index r0 = 0; r0 < m; r0 += 2 * kTileRows) {
+    const bool two = r0 + kTileRows < m;
+    MOEKIT_AMX_ZERO(0);
+    MOEKIT_AMX_ZERO(1);
+    MOEKIT_AMX_ZERO(2);
+    MOEKIT_AMX_ZERO(3);
+    for (Index kp = 0; kp < rows.K2; kp += kChunkPairs) {
+      MOEKIT_AMX_LOAD(6, b0(kp), b_stride);
+      MOEKIT_AMX_LOAD(7, b1(kp), b_stride);
+      MOEKIT_AMX_LOAD(4, rows.row(r0) + kp, a_stride);
+      MOEKIT_AMX_DOT(0, 4, 6);
+      MOEKIT_AMX_DOT(1, 4, 7);
+      if (two) {
+        MOEKIT_AMX_LOAD(5, rows.row(r0 + kTileRows) + kp, a_stride);
+        MOEKIT_AMX_DOT(2, 5, 6);
+        MOEKIT_AMX_DOT(3, 5, 7);
+      }
+    }
+    MOEKIT_AMX_STORE(0, c[0], c_stride);
+    MOEKIT_AMX_STORE(1, c[1], c_stride);
+    if (two) {
+      MOEKIT_AMX_STORE(2, c[2], c_stride);
+      MOEKIT_AMX_STORE(3, c[3], c_stride);
+    }
+    const Index n0 = std::min(kTileRows, m - r0);
+    put_tile(c[0], n0, mask0, Y0 + r0 * ldy, ldy);
+    if (mask1) put_tile(c[1], n0, mask1, Y1 + r0 * ldy, ldy);
+    if (two) {
+      const Index n1 = std::min(kTileRows, m - r0 - kTileRows);
+      put_tile(c[2], n1, mask0, Y0 + (r0 + kTileRows) * ldy, ldy);
+      if (mask1) put_tile(c[3], n1, mask1, Y1 + (r0 + kTileRows) * ldy, ldy);
+    }
+  }
+}
+
 /// Hidden columns [c0, c1) of G = A·W_gateᵀ, U = A·W_upᵀ from k-pair bf16
-/// gate + up panels (c0 a multiple of 16). Two row tiles x gate and up per
-/// k-chunk: four tile products for four tile loads.
+/// gate + up panels (c0 a multiple of 16): the gate and up tiles of a panel
+/// are the same rows at offsets 0 and 64 bytes.
 MOEKIT_TARGET_AVX512_BF16 inline void gate_up(ActivationRows A, Index m, Index K,
                                               const bf16* packed, Index f, Index c0, Index c1,
                                               float* G, float* U, Index ldo) {
   (void)f;
   if (m <= 0 || c0 >= c1) return;
   const TileRows rows = tile_rows(A, m, K);
-  const Index K2 = rows.K2;
-  const long a_stride = static_cast<long>(rows.K2p * 4);
   constexpr Index kRowBytes = 2 * 2 * kPanel * Index(sizeof(bf16));  // gate + up couples
-  const long b_stride = static_cast<long>(kRowBytes);
   alignas(64) char tail[kChunkPairs * kRowBytes];
-  alignas(64) float c[4][kTileRows * kTileRows];
   detail::configure_tiles();
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
     const bf16* panel = packed + p * packed_k<bf16>(K) * 2 * kPanel;
     const __mmask16 mask = avx512::column_mask(c1 - p * kPanel);
-    for (Index r0 = 0; r0 < m; r0 += 2 * kTileRows) {
-      const bool two = r0 + kTileRows < m;
-      MOEKIT_AMX_ZERO(0);
-      MOEKIT_AMX_ZERO(1);
-      MOEKIT_AMX_ZERO(2);
-      MOEKIT_AMX_ZERO(3);
-      for (Index kp = 0; kp < K2; kp += kChunkPairs) {
-        const char* b = weight_chunk(panel, K2, kp, kRowBytes, tail);
-        MOEKIT_AMX_LOAD(6, b, b_stride);
-        MOEKIT_AMX_LOAD(7, b + 64, b_stride);
-        MOEKIT_AMX_LOAD(4, rows.row(r0) + kp, a_stride);
-        MOEKIT_AMX_DOT(0, 4, 6);
-        MOEKIT_AMX_DOT(1, 4, 7);
-        if (two) {
-          MOEKIT_AMX_LOAD(5, rows.row(r0 + kTileRows) + kp, a_stride);
-          MOEKIT_AMX_DOT(2, 5, 6);
-          MOEKIT_AMX_DOT(3, 5, 7);
-        }
-      }
-      const long c_stride = kTileRows * 4;
-      MOEKIT_AMX_STORE(0, c[0], c_stride);
-      MOEKIT_AMX_STORE(1, c[1], c_stride);
-      if (two) {
-        MOEKIT_AMX_STORE(2, c[2], c_stride);
-        MOEKIT_AMX_STORE(3, c[3], c_stride);
-      }
-      const Index n0 = std::min(kTileRows, m - r0);
-      float* g = G + r0 * ldo + p * kPanel;
-      float* u = U + r0 * ldo + p * kPanel;
-      put_tile(c[0], n0, mask, g, ldo);
-      put_tile(c[1], n0, mask, u, ldo);
-      if (two) {
-        const Index n1 = std::min(kTileRows, m - r0 - kTileRows);
-        put_tile(c[2], n1, mask, g + kTileRows * ldo, ldo);
-        put_tile(c[3], n1, mask, u + kTileRows * ldo, ldo);
-      }
-    }
+    // The up tile follows the gate tile's chunk (tail included) by 64 bytes.
+    const char* chunk = nullptr;
+    const auto gate = [&](Index kp) {
+      return chunk = weight_chunk(panel, rows.K2, kp, kRowBytes, tail);
+    };
+    const auto up = [&](Index) { return chunk + 64; };
+    two_column_tiles(rows, m, gate, up, long{kRowBytes}, G + p * kPanel, mask, U + p * kPanel, mask,
+                     ldo);
   }
   detail::release_tiles();
 }
 
 /// Output columns [c0, c1) of Y = A·Wᵀ from k-pair bf16 panels (c0 a
-/// multiple of 16). Two row tiles x two panels per k-chunk.
+/// multiple of 16), two panels at a time.
 MOEKIT_TARGET_AVX512_BF16 inline void matmul(const float* A, Index lda, Index m, Index K,
                                              const bf16* packed, Index N, Index c0, Index c1,
                                              float* Y, Index ldy) {
   (void)N;
   if (m <= 0 || c0 >= c1) return;
   const TileRows rows = tile_rows({A, lda}, m, K);
-  const Index K2 = rows.K2;
-  const long a_stride = static_cast<long>(rows.K2p * 4);
   constexpr Index kRowBytes = 2 * kPanel * Index(sizeof(bf16));
-  const long b_stride = static_cast<long>(kRowBytes);
   const Index panel_elems = packed_k<bf16>(K) * kPanel;
   alignas(64) char tail[2][kChunkPairs * kRowBytes];
-  alignas(64) float c[4][kTileRows * kTileRows];
   detail::configure_tiles();
   for (Index p = c0 / kPanel; p * kPanel < c1; p += 2) {
     const bool pair = (p + 1) * kPanel < c1;
     const bf16* panel0 = packed + p * panel_elems;
     const bf16* panel1 = pair ? panel0 + panel_elems : panel0;
-    const __mmask16 mask0 = avx512::column_mask(c1 - p * kPanel);
-    const __mmask16 mask1 = pair ? avx512::column_mask(c1 - (p + 1) * kPanel) : __mmask16(0);
-    for (Index r0 = 0; r0 < m; r0 += 2 * kTileRows) {
-      const bool two = r0 + kTileRows < m;
-      MOEKIT_AMX_ZERO(0);
-      MOEKIT_AMX_ZERO(1);
-      MOEKIT_AMX_ZERO(2);
-      MOEKIT_AMX_ZERO(3);
-      for (Index kp = 0; kp < K2; kp += kChunkPairs) {
-        const char* b0 = weight_chunk(panel0, K2, kp, kRowBytes, tail[0]);
-        const char* b1 = weight_chunk(panel1, K2, kp, kRowBytes, tail[1]);
-        MOEKIT_AMX_LOAD(6, b0, b_stride);
-        MOEKIT_AMX_LOAD(7, b1, b_stride);
-        MOEKIT_AMX_LOAD(4, rows.row(r0) + kp, a_stride);
-        MOEKIT_AMX_DOT(0, 4, 6);
-        MOEKIT_AMX_DOT(1, 4, 7);
-        if (two) {
-          MOEKIT_AMX_LOAD(5, rows.row(r0 + kTileRows) + kp, a_stride);
-          MOEKIT_AMX_DOT(2, 5, 6);
-          MOEKIT_AMX_DOT(3, 5, 7);
-        }
-      }
-      const long c_stride = kTileRows * 4;
-      MOEKIT_AMX_STORE(0, c[0], c_stride);
-      MOEKIT_AMX_STORE(1, c[1], c_stride);
-      if (two) {
-        MOEKIT_AMX_STORE(2, c[2], c_stride);
-        MOEKIT_AMX_STORE(3, c[3], c_stride);
-      }
-      const Index n0 = std::min(kTileRows, m - r0);
-      float* y = Y + r0 * ldy + p * kPanel;
-      put_tile(c[0], n0, mask0, y, ldy);
-      if (pair) put_tile(c[1], n0, mask1, y + kPanel, ldy);
-      if (two) {
-        const Index n1 = std::min(kTileRows, m - r0 - kTileRows);
-        put_tile(c[2], n1, mask0, y + kTileRows * ldy, ldy);
-        if (pair) put_tile(c[3], n1, mask1, y + kTileRows * ldy + kPanel, ldy);
-      }
-    }
+    const auto b0 = [&](Index kp) { return weight_chunk(panel0, rows.K2, kp, kRowBytes, tail[0]); };
+    const auto b1 = [&](Index kp) { return weight_chunk(panel1, rows.K2, kp, kRowBytes, tail[1]); };
+    two_column_tiles(rows, m, b0, b1, long{kRowBytes}, Y + p * kPanel,
+                     avx512::column_mask(c1 - p * kPanel), pair ? Y + (p + 1) * kPanel : Y,
+                     pair ? avx512::column_mask(c1 - (p + 1) * kPanel) : __mmask16(0), ldy);
   }
   detail::release_tiles();
 }
