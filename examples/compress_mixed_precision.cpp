@@ -96,7 +96,7 @@ int main() {
 
   // The widths the kernels run natively: int8 / int4 experts (symmetric, one f32 scale per 32
   // inputs), and how the activations meet them (Bf16Math): f32 (widen), rounded to bf16 (dot,
-  // vdpbf16ps) or quantised to int8 per 32 inputs (int8_dot: vpdpbusd with AVX-512 VNNI, integer
+  // vdpbf16ps, or AMX tiles) or quantised to int8 per 32 inputs (int8_dot: vpdpbusd with AVX-512 VNNI, integer
   // multiply-adds with AVX2, SDOT on NEON with DotProd). Where the CPU lacks an instruction the
   // next option down runs; the last column says what ran.
   const Matrix y32 = block.forward(calib);
@@ -115,7 +115,7 @@ int main() {
       q.experts().set_bf16_math(m.math);
       const double err = (q.forward(calib) - y32).norm() / y32.norm();
       const char* ran = q.experts().quant_uses_int8_activations() ? "int8 x int8 (integer)"
-                        : q.experts().quant_uses_dot()            ? "bf16 x bf16 (vdpbf16ps)"
+                        : q.experts().quant_uses_dot()            ? "bf16 x bf16 (dot / tiles)"
                                                                   : "f32 x f32 (FMA)";
       char name[40];
       std::snprintf(name, sizeof name, "%s, %s", moekit::dtype_name(t), m.name);

@@ -452,9 +452,10 @@ TEST_P(PerIsa, BlockWithQuantizedWeights) {
     const Matrix y = block.forward(x);
     const Matrix ref = moekit::reference::forward(block, x);
     EXPECT_EQ(block.experts().bf16_uses_dot(), expects_block_bf16_dot(GetParam()));
-    // int8 / int4 through vdpbf16ps: x86 only (NEON's dot math keeps them on f32 kernels).
-    EXPECT_EQ(kernels::active().gate_up_q8_dot != nullptr, GetParam() == Isa::avx512_bf16);
-    const bool dot = GetParam() == Isa::avx512_bf16 && moekit::bf16_dot_enabled();
+    // int8 / int4 through vdpbf16ps or AMX tiles: x86 only (NEON's dot math
+    // keeps them on f32 kernels).
+    EXPECT_EQ(kernels::active().gate_up_q8_dot != nullptr, has_avx512_bf16(GetParam()));
+    const bool dot = has_avx512_bf16(GetParam()) && moekit::bf16_dot_enabled();
     EXPECT_EQ(block.experts().quant_uses_dot(), dot);
     EXPECT_LE(moekit_test::max_abs_diff(y, ref),
               (dot ? 1e-2 : moekit_test::kBlockTolerance) * moekit_test::scale_of(ref))
@@ -538,8 +539,7 @@ TEST_P(PerIsa, Bf16DotPolicy) {
 
     moekit::set_bf16_dot(moekit::Bf16Dot::on);
     const bool dot_runs =
-        t == moekit::Dtype::bf16 ? expects_bf16_dot(GetParam()) : GetParam() == Isa::avx512_bf16;
-    // (avx512_amx: int8 / int4 keep the f32 kernels under dot)
+        t == moekit::Dtype::bf16 ? expects_bf16_dot(GetParam()) : has_avx512_bf16(GetParam());
     EXPECT_EQ(t == moekit::Dtype::bf16 ? block.experts().bf16_uses_dot()
                                        : block.experts().quant_uses_dot(),
               dot_runs);
@@ -703,21 +703,22 @@ TEST_P(PerIsa, QuantizedKernelsOnNonFiniteAndHugeRows) {
     }
 }
 
-// The vdpbf16ps entry points for int8 / int4 (AVX-512 BF16 only) against a
-// double product of the bf16-rounded activations and the dequantised masters:
-// codes are exact in bf16 and the products exact in f32, so the only error is
-// f32 summation (per group, then the scaled group sums): 1e-5·sqrt(K) of the
-// output scale. Row counts both sides of the wide tiles (6) and the row tile
-// (12), K across group boundaries and odd (a padded k-pair), column ranges
-// that end mid-panel; a row's bytes do not depend on the row count.
+// The dot entry points for int8 / int4 (vdpbf16ps on AVX-512 BF16, tiles on
+// AMX) against a double product of the bf16-rounded activations and the
+// dequantised masters: codes are exact in bf16 and the products exact in f32,
+// so the only error is f32 summation (per group, then the scaled group sums):
+// 1e-5·sqrt(K) of the output scale. Row counts both sides of the wide tiles
+// (6), the row tile (12) and the tile unit's 16 and 32 rows, K across group
+// boundaries and odd (a padded k-pair), column ranges that end mid-panel; a
+// row's bytes do not depend on the row count.
 TEST_P(PerIsa, QuantDotKernelsAgainstRoundedProducts) {
   const auto& k = kernels::active();
   if (!k.gate_up_q8_dot) {
-    EXPECT_NE(GetParam(), Isa::avx512_bf16);
+    EXPECT_FALSE(has_avx512_bf16(GetParam()));
     GTEST_SKIP() << "no vdpbf16ps on " << moekit::isa_name(GetParam());
   }
   for (int bits : {8, 4})
-    for (Index m : {1, 3, 6, 7, 12, 13, 30})
+    for (Index m : {1, 3, 6, 7, 12, 13, 16, 17, 30, 33})
       for (Index K : {1, 2, 31, 32, 33, 64, 97})
         for (Index N : {1, 15, 16, 17, 40, 64, 70}) {
           const QuantizedPanels q(random_matrix(N, K, static_cast<std::uint32_t>(N * 13 + K)),
@@ -1167,7 +1168,9 @@ TEST_P(PerIsa, RooflineProbesRun) {
   EXPECT_EQ(kernels::peak_ops_per_iter(PeakLoop::fp32_fma, isa) > 0, fma);
   EXPECT_EQ(kernels::peak_ops_per_iter(PeakLoop::bf16_dot, isa) > 0, bf16);
   EXPECT_EQ(kernels::peak_ops_per_iter(PeakLoop::int8_dot, isa) > 0, int8);
-  for (PeakLoop loop : {PeakLoop::fp32_fma, PeakLoop::bf16_dot, PeakLoop::int8_dot}) {
+  EXPECT_EQ(kernels::peak_ops_per_iter(PeakLoop::amx_bf16, isa) > 0, isa == Isa::avx512_amx);
+  for (PeakLoop loop :
+       {PeakLoop::fp32_fma, PeakLoop::bf16_dot, PeakLoop::int8_dot, PeakLoop::amx_bf16}) {
     const float sum = kernels::run_peak_loop(loop, isa, 100);
     EXPECT_TRUE(std::isfinite(sum)) << static_cast<int>(loop);
     if (kernels::peak_ops_per_iter(loop, isa) == 0) {

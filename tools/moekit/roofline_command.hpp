@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // `moekit roofline --threads N [--json]`: this machine's FP32 FMA peak, BF16
-// dot-product peak, INT8 dot-product (VNNI) peak and memory read bandwidth,
-// measured with N threads.
+// dot-product peak, INT8 dot-product (VNNI) peak, AMX BF16 tile peak and
+// memory read bandwidth, measured with N threads.
 #pragma once
 
 #include <algorithm>
@@ -68,18 +68,21 @@ inline int roofline_command(int argc, char** argv) {
   // Compute peaks: best of 3 runs of ~0.3 s each (0 where the ISA lacks the instruction).
   using moekit::kernels::PeakLoop;
   const std::int64_t iters = 20'000'000;
-  const PeakLoop loops[3] = {PeakLoop::fp32_fma, PeakLoop::bf16_dot, PeakLoop::int8_dot};
-  double peak[3] = {0.0, 0.0, 0.0};
+  const PeakLoop loops[4] = {PeakLoop::fp32_fma, PeakLoop::bf16_dot, PeakLoop::int8_dot,
+                             PeakLoop::amx_bf16};
+  double peak[4] = {0.0, 0.0, 0.0, 0.0};
   for (int rep = 0; rep < 3; ++rep)
-    for (int l = 0; l < 3; ++l) {
+    for (int l = 0; l < 4; ++l) {
       const double ops = moekit::kernels::peak_ops_per_iter(loops[l], isa);
       if (ops == 0.0) continue;
+      // A tile iteration (6 products of 16 x 16 x 32) is ~50x a vector one.
+      const std::int64_t it = loops[l] == PeakLoop::amx_bf16 ? iters / 50 : iters;
       const double t = timed_threads(n, [&](int i) {
-        sink[static_cast<std::size_t>(i)] += moekit::kernels::run_peak_loop(loops[l], isa, iters);
+        sink[static_cast<std::size_t>(i)] += moekit::kernels::run_peak_loop(loops[l], isa, it);
       });
-      peak[l] = std::max(peak[l], ops * static_cast<double>(iters) * n / t / 1e9);
+      peak[l] = std::max(peak[l], ops * static_cast<double>(it) * n / t / 1e9);
     }
-  const double fma = peak[0], bf16 = peak[1], int8 = peak[2];
+  const double fma = peak[0], bf16 = peak[1], int8 = peak[2], amx = peak[3];
   // Read bandwidth: each thread sums its share of a 1 GiB buffer, best of 5.
   const double gbps = measure_read_gbps(n, std::size_t(1) << 30, 5);
   float checksum = 0.0f;
@@ -87,8 +90,9 @@ inline int roofline_command(int argc, char** argv) {
   if (a.flag("json")) {
     std::printf(
         "{\"threads\": %d, \"isa\": \"%s\", \"fp32_fma_gflops\": %.1f, \"bf16_dot_gflops\": %.1f, "
-        "\"int8_dot_gops\": %.1f, \"read_gbps\": %.2f, \"checksum\": %g}\n",
-        n, moekit::isa_name(isa), fma, bf16, int8, gbps, static_cast<double>(checksum));
+        "\"int8_dot_gops\": %.1f, \"amx_bf16_gflops\": %.1f, \"read_gbps\": %.2f, "
+        "\"checksum\": %g}\n",
+        n, moekit::isa_name(isa), fma, bf16, int8, amx, gbps, static_cast<double>(checksum));
   } else {
     std::printf("roofline, %d thread(s), %s\n", n, moekit::isa_name(isa));
     std::printf("  FP32 FMA peak   %8.1f GFLOP/s\n", fma);
@@ -100,6 +104,10 @@ inline int roofline_command(int argc, char** argv) {
       std::printf("  INT8 dot peak   %8.1f GOP/s\n", int8);
     else
       std::printf("  INT8 dot peak        n/a (no AVX-512 VNNI)\n");
+    if (amx > 0)
+      std::printf("  AMX BF16 peak   %8.1f GFLOP/s\n", amx);
+    else
+      std::printf("  AMX BF16 peak        n/a (no AMX, or not the active ISA)\n");
     std::printf("  read bandwidth  %8.2f GB/s\n", gbps);
   }
   return 0;

@@ -48,9 +48,9 @@ enum class Bf16Math {
   /// each group's sum is multiplied by its scale in f32. On NEON with BF16
   /// (Armv8.6): bf16 experts the same way through BFDOT (its own rounding of
   /// each pair sum: not the x86 bytes), int8 / int4 experts as with widen.
-  /// With AMX (Isa::avx512_amx): bf16 experts on the tile unit (the same
-  /// rounded activations; the unit's own rounding of each 32-input chunk:
-  /// not the vdpbf16ps bytes), int8 / int4 experts as with widen.
+  /// With AMX (Isa::avx512_amx): bf16, int8 and int4 experts on the tile unit
+  /// (the same rounded activations and group scales; the unit's own rounding
+  /// of each 32-input chunk: not the vdpbf16ps bytes).
   /// Elsewhere, and where bf16_dot_enabled() is false (by default on Intel
   /// CPUs, whose vdpbf16ps runs at half their FP32 FMA rate): widen.
   dot,

@@ -6,7 +6,7 @@
 //   Isa::avx2         AVX2 + FMA + F16C
 //   Isa::avx512       AVX-512 F/BW/VL/DQ
 //   Isa::avx512_bf16  AVX-512 with BF16 and VNNI
-//   Isa::avx512_amx   the above and AMX-BF16 tiles (bf16 experts on the tile unit)
+//   Isa::avx512_amx   the above and AMX-BF16 tiles (bf16 / int8 / int4 experts on the tile unit)
 //   Isa::neon         AArch64 Advanced SIMD
 // The active ISA is min(best the CPU and OS support, MOEKIT_MAX_ISA,
 // set_max_isa()). Tests run every available ISA by capping it
@@ -382,16 +382,17 @@ MOEKIT_DETAIL_TABLE_LINKAGE const KernelTable& table_for(Isa isa) noexcept {
     t.matmul_q4_a8 = &avx512_vnni::matmul_quant<4>;
     return t;
   }();
-  // AMX: bf16 experts on the tile unit. int8 / int4 experts keep the f32
-  // kernels under Bf16Math::dot (AMX CPUs run vdpbf16ps at half the FP32
-  // rate), and int8_dot's VNNI kernels.
+  // AMX: bf16, int8 and int4 experts under Bf16Math::dot on the tile unit
+  // (codes decoded to bf16 a panel at a time); int8_dot keeps the VNNI kernels.
   static const KernelTable avx512_amx_table = [] {
     KernelTable t = avx512_bf16_table;
     t.isa = Isa::avx512_amx;
     t.gate_up_bf16_dot = &avx512_amx::gate_up;
     t.matmul_bf16_dot = &avx512_amx::matmul;
-    t.gate_up_q8_dot = t.gate_up_q4_dot = nullptr;
-    t.matmul_q8_dot = t.matmul_q4_dot = nullptr;
+    t.gate_up_q8_dot = &avx512_amx::gate_up_quant<8>;
+    t.gate_up_q4_dot = &avx512_amx::gate_up_quant<4>;
+    t.matmul_q8_dot = &avx512_amx::matmul_quant<8>;
+    t.matmul_q4_dot = &avx512_amx::matmul_quant<4>;
     return t;
   }();
   switch (isa) {

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 // Machine limits measured by small kernels: FP32 FMA peak, BF16 dot-product
-// peak, INT8 dot-product (VNNI, SDOT) peak and memory read bandwidth, so benchmark results can be stated as a
-// fraction of what this machine can do (moekit roofline). x86 and NEON.
+// peak, INT8 dot-product (VNNI, SDOT) peak, AMX BF16 tile peak and memory read
+// bandwidth, so benchmark results can be stated as a fraction of what this
+// machine can do (moekit roofline). x86 and NEON.
 //
-// The compute loops keep 24 independent accumulators in registers (enough to
-// cover FMA latency x throughput on current cores) and never touch memory; the
-// bandwidth loop sums a buffer far larger than the caches.
+// The vector loops keep 24 independent accumulators in registers (enough to
+// cover FMA latency x throughput on current cores), the tile loop six
+// accumulator tiles; none touches memory. The bandwidth loop sums a buffer
+// far larger than the caches.
 #pragma once
 
 #include <chrono>
@@ -186,6 +188,7 @@ enum class PeakLoop {
   fp32_fma,  ///< FMA: 2 flops per f32 lane (AVX2, AVX-512, NEON)
   bf16_dot,  ///< vdpbf16ps / BFDOT: 4 flops per f32 lane (AVX-512 BF16, NEON with BF16)
   int8_dot,  ///< vpdpbusd / SDOT: 8 integer ops per i32 lane (AVX-512 VNNI, NEON with DotProd)
+  amx_bf16,  ///< tdpbf16ps: 16 x 16 x 32 multiply-adds per tile product (AMX)
 };
 
 /// Operations (FLOPs, or integer ops for int8_dot) of one iteration of a
@@ -203,6 +206,7 @@ inline double peak_ops_per_iter(PeakLoop loop, Isa isa) noexcept {
       return avx512 ? 24.0 * 16 * 2 : isa == Isa::avx2 ? 12.0 * 8 * 2 : neon ? 24.0 * 4 * 2 : 0.0;
     case PeakLoop::bf16_dot: return avx512_bf16 ? 24.0 * 16 * 4 : neon_bf16 ? 24.0 * 4 * 4 : 0.0;
     case PeakLoop::int8_dot: return avx512_bf16 ? 24.0 * 16 * 8 : neon_int8 ? 24.0 * 4 * 8 : 0.0;
+    case PeakLoop::amx_bf16: return isa == Isa::avx512_amx ? 6.0 * 16 * 16 * 32 * 2 : 0.0;
   }
   return 0.0;
 }
@@ -214,6 +218,7 @@ inline float run_peak_loop(PeakLoop loop, Isa isa, std::int64_t iters) {
   if (peak_ops_per_iter(loop, isa) > 0) {
     if (loop == PeakLoop::bf16_dot) return detail::bf16_dot_loop(iters);
     if (loop == PeakLoop::int8_dot) return detail::int8_dot_loop(iters);
+    if (loop == PeakLoop::amx_bf16) return avx512_amx::peak_loop(iters);
     return isa == Isa::avx2 ? detail::fma_loop_avx2(iters) : detail::fma_loop_avx512(iters);
   }
 #endif
