@@ -95,10 +95,10 @@ int main() {
       "width)\n");
 
   // The widths the kernels run natively: int8 / int4 experts (symmetric, one f32 scale per 32
-  // inputs), and how the activations meet them (Bf16Math): f32 (widen), rounded to bf16 (dot,
-  // vdpbf16ps, or AMX tiles) or quantised to int8 per 32 inputs (int8_dot: vpdpbusd with AVX-512 VNNI, integer
-  // multiply-adds with AVX2, SDOT on NEON with DotProd). Where the CPU lacks an instruction the
-  // next option down runs; the last column says what ran.
+  // inputs), and how the activations meet them (Bf16Math): f32 (widen), rounded to bf16 (dot:
+  // vdpbf16ps, or AMX tiles) or quantised to int8 per 32 inputs (int8_dot: vpdpbusd with AVX-512
+  // VNNI, integer multiply-adds with AVX2, SDOT on NEON with DotProd). Where the CPU lacks an
+  // instruction the next option down runs; the last column says what ran.
   const Matrix y32 = block.forward(calib);
   std::printf("\n  %-26s %14s %14s  %s\n", "kernels: weights, math", "expert bytes", "output error",
               "ran");

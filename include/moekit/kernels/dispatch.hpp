@@ -383,7 +383,8 @@ MOEKIT_DETAIL_TABLE_LINKAGE const KernelTable& table_for(Isa isa) noexcept {
     return t;
   }();
   // AMX: bf16, int8 and int4 experts under Bf16Math::dot on the tile unit
-  // (codes decoded to bf16 a panel at a time); int8_dot keeps the VNNI kernels.
+  // (codes decoded to bf16 a 32-input chunk at a time); int8_dot keeps the VNNI
+  // kernels.
   static const KernelTable avx512_amx_table = [] {
     KernelTable t = avx512_bf16_table;
     t.isa = Isa::avx512_amx;

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 // AMX-BF16 kernels (Isa::avx512_amx): bf16 weights, or int8 / int4 codes
-// decoded to bf16, times bf16-rounded activations on the tile unit. One tdpbf16ps multiplies a 16 x 32 tile of
-// activations by a 32 x 16 tile of weights into a 16 x 16 f32 tile: 16 times
-// the multiply-adds of a vdpbf16ps, and on the Intel cores that have AMX the
-// dot products run at several times their FP32 FMA rate.
+// decoded to bf16, times bf16-rounded activations on the tile unit. One
+// tdpbf16ps multiplies a 16 x 32 tile of activations by a 32 x 16 tile of
+// weights into a 16 x 16 f32 tile: 16 times the multiply-adds of a
+// vdpbf16ps, and on the Intel cores that have AMX the dot products run at
+// several times their FP32 FMA rate.
 //
 // NOTE: no repacking. A k-pair bf16 panel of packing.hpp is already the
 // operand layout of a weight tile: each k-pair is one 64-byte tile row of 16
@@ -64,7 +65,7 @@ struct alignas(64) TileConfig {
 // holds: a call of fewer than 16 rows configures that many, since the unit's
 // time per product grows with the rows (decode: one row, not sixteen, per
 // product and per tile store). Each output row is the same sum whatever the
-// row count (RowResultDoesNotDependOnRowCount and the dot tests check it).
+// row count (the dot kernel tests compare one-row calls with many-row ones).
 inline void configure_tiles(Index rows = 16) noexcept {
   (void)cpu_features();  // detection asks Linux for the tile state (else: SIGILL)
   TileConfig c;
@@ -147,8 +148,6 @@ MOEKIT_TARGET_AVX512 inline void add_scaled(const float* c, const float* s, floa
 // group g of the two column tiles.
 struct WholeSum {
   static constexpr bool kScaled = false;
-  const float* scale_0(Index) const noexcept { return nullptr; }
-  const float* scale_1(Index) const noexcept { return nullptr; }
 };
 struct GroupScales {
   static constexpr bool kScaled = true;
@@ -269,11 +268,7 @@ struct ChunkDecoder {
           reinterpret_cast<std::uintptr_t>(src.codes) +
           static_cast<std::uintptr_t>((kp + kAheadChunks * kChunkPairs) * kCodeBytes));
       for (Index b = 0; b < kChunkPairs * kCodeBytes; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
-      bf16* o = out + q * K2 * 2 * W;
-      for (Index k = kp; k < kp1; ++k)
-#pragma GCC unroll 2
-        for (Index off = 0; off < W; off += kPanel)
-          _mm512_storeu_si512(o + k * 2 * W + 2 * off, (__m512i)src(k, off));
+      avx512_bf16::decode_pairs(src, kp, kp1, out + q * K2 * 2 * W);
     }
   }
 };

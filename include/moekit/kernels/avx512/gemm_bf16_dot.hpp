@@ -296,19 +296,23 @@ struct DecodedBank {
   }
 };
 
+// Decodes k-pairs [kp0, kp1) of one quantised panel into its bf16 pairs at
+// out (k-pair kp at out + kp·2W, the layout of a bf16 panel).
+template <int Bits, Index W>
+MOEKIT_TARGET_AVX512_BF16 inline void decode_pairs(const QuantPairs<Bits, W>& src, Index kp0,
+                                                   Index kp1, bf16* out) {
+  for (Index kp = kp0; kp < kp1; ++kp)
+#pragma GCC unroll 2
+    for (Index off = 0; off < W; off += kPanel)
+      _mm512_storeu_si512(out + kp * 2 * W + 2 * off, (__m512i)src(kp, off));
+}
+
 // Decodes panels [p, p + n) of a quantised weight into bf16 pairs at out.
 template <int Bits, Index W>
 MOEKIT_TARGET_AVX512_BF16 inline void decode_panels(const QuantPairBank<Bits, W>& bank, Index p,
                                                     Index n, bf16* out) {
   const Index K2 = (bank.K + 1) / 2;
-  for (Index q = 0; q < n; ++q) {
-    const QuantPairs<Bits, W> src = bank(p + q);
-    bf16* o = out + q * K2 * 2 * W;
-    for (Index kp = 0; kp < K2; ++kp)
-#pragma GCC unroll 2
-      for (Index off = 0; off < W; off += kPanel)
-        _mm512_storeu_si512(o + kp * 2 * W + 2 * off, (__m512i)src(kp, off));
-  }
+  for (Index q = 0; q < n; ++q) decode_pairs(bank(p + q), 0, K2, out + q * K2 * 2 * W);
 }
 
 // The decoder policy of avx512::gate_up_panels_decoded: codes to bf16 pairs.
