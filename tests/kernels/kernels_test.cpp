@@ -708,9 +708,9 @@ TEST_P(PerIsa, QuantizedKernelsOnNonFiniteAndHugeRows) {
 // dequantised masters: codes are exact in bf16 and the products exact in f32,
 // so the only error is f32 summation (per group, then the scaled group sums):
 // 1e-5·sqrt(K) of the output scale. Row counts both sides of the wide tiles
-// (6), the row tile (12) and the tile unit's 16 and 32 rows, K across group
-// boundaries and odd (a padded k-pair), column ranges that end mid-panel; a
-// row's bytes do not depend on the row count.
+// (6), the row tile (12), the tile unit's 16 and 32 rows and its 128-row
+// passes (130), K across group boundaries and odd (a padded k-pair), column
+// ranges that end mid-panel; a row's bytes do not depend on the row count.
 TEST_P(PerIsa, QuantDotKernelsAgainstRoundedProducts) {
   const auto& k = kernels::active();
   if (!k.gate_up_q8_dot) {
@@ -718,7 +718,7 @@ TEST_P(PerIsa, QuantDotKernelsAgainstRoundedProducts) {
     GTEST_SKIP() << "no vdpbf16ps on " << moekit::isa_name(GetParam());
   }
   for (int bits : {8, 4})
-    for (Index m : {1, 3, 6, 7, 12, 13, 16, 17, 30, 33})
+    for (Index m : {1, 3, 6, 7, 12, 13, 16, 17, 30, 33, 130})
       for (Index K : {1, 2, 31, 32, 33, 64, 97})
         for (Index N : {1, 15, 16, 17, 40, 64, 70}) {
           const QuantizedPanels q(random_matrix(N, K, static_cast<std::uint32_t>(N * 13 + K)),

@@ -296,15 +296,15 @@ struct DecodedBank {
   }
 };
 
-// Decodes k-pairs [kp0, kp1) of one quantised panel into its bf16 pairs at
-// out (k-pair kp at out + kp·2W, the layout of a bf16 panel).
+// Decodes k-pairs [kp0, kp1) of one quantised panel into bf16 pairs from out
+// on (k-pair kp at out + (kp - kp0)·2W, the layout of a bf16 panel).
 template <int Bits, Index W>
 MOEKIT_TARGET_AVX512_BF16 inline void decode_pairs(const QuantPairs<Bits, W>& src, Index kp0,
                                                    Index kp1, bf16* out) {
   for (Index kp = kp0; kp < kp1; ++kp)
 #pragma GCC unroll 2
     for (Index off = 0; off < W; off += kPanel)
-      _mm512_storeu_si512(out + kp * 2 * W + 2 * off, (__m512i)src(kp, off));
+      _mm512_storeu_si512(out + (kp - kp0) * 2 * W + 2 * off, (__m512i)src(kp, off));
 }
 
 // Decodes panels [p, p + n) of a quantised weight into bf16 pairs at out.
