@@ -243,8 +243,9 @@ MOEKIT_TARGET_AVX512_BF16 inline void group_sum_tiles(const TileRows& rows, Inde
       if (mask1) add_scaled(c[pair][1], sum.scale_1(g), total[t][1], tile_rows_of(t));
     };
     for (Index q = 0; q < kDecodeAhead && q * kChunkPairs < rows.K2; ++q) prepare(q * kChunkPairs);
-    int pair = 1, pending = -1;  // pending: the pair holding sums not yet added
-    Index pending_g = 0, pending_t = 0;
+    // Row tile t of group g uses pair (g·nt + t) mod 2; after it is issued,
+    // the tile before it (the other pair) is added.
+    int pair = 1;
     for (Index kp = 0; kp < rows.K2; kp += kChunkPairs) {
       const Index g = kp / kChunkPairs;
       MOEKIT_AMX_LOAD(6, b0(kp), b_stride);
@@ -267,13 +268,13 @@ MOEKIT_TARGET_AVX512_BF16 inline void group_sum_tiles(const TileRows& rows, Inde
         }
         if (t == 0 && kp + kDecodeAhead * kChunkPairs < rows.K2)
           prepare(kp + kDecodeAhead * kChunkPairs);
-        if (pending >= 0) add(pending, pending_g, pending_t);
-        pending = pair;
-        pending_g = g;
-        pending_t = t;
+        if (t > 0)
+          add(pair ^ 1, g, t - 1);
+        else if (g > 0)
+          add(pair ^ 1, g - 1, nt - 1);
       }
     }
-    if (pending >= 0) add(pending, pending_g, pending_t);
+    add(pair, (rows.K2 - 1) / kChunkPairs, nt - 1);
     for (Index t = 0; t < nt; ++t) {
       put_tile(total[t][0], tile_rows_of(t), mask0, Y0 + (r0 + t * kTileRows) * ldy, ldy);
       if (mask1)
@@ -312,7 +313,7 @@ struct ChunkDecoder {
   Index p, n, K2;
   ChunkRing* ring;
   // Where panel q's rows of chunk kp are (after operator()(kp)).
-  const char* chunk(Index kp, Index q) const noexcept {
+  char* chunk(Index kp, Index q) const noexcept {
     return ring->slot(kp) + q * kChunkPairs * kRowBytes;
   }
   MOEKIT_TARGET_AVX512_BF16 void operator()(Index kp) const {
@@ -324,7 +325,7 @@ struct ChunkDecoder {
           reinterpret_cast<std::uintptr_t>(src.codes) +
           static_cast<std::uintptr_t>((kp + kAheadChunks * kChunkPairs) * kCodeBytes));
       for (Index b = 0; b < kChunkPairs * kCodeBytes; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
-      char* out = ring->slot(kp) + q * kChunkPairs * kRowBytes;
+      char* out = chunk(kp, q);
       avx512_bf16::decode_pairs(src, kp, kp1, reinterpret_cast<bf16*>(out));
       if (kp1 - kp < kChunkPairs)
         std::memset(out + (kp1 - kp) * kRowBytes, 0,
@@ -335,7 +336,7 @@ struct ChunkDecoder {
 
 // Gate + up columns [c0, c1) (c0 a multiple of 16) of k-pair bf16 gate + up
 // panels: the up tile of a chunk follows the gate tile (tail included) by 64
-// bytes. panel(p) is panel p's data.
+// bytes. panel_of(p) is panel p's data.
 template <class PanelOf>
 MOEKIT_TARGET_AVX512_BF16 inline void gate_up_panels(const TileRows& rows, Index m,
                                                      const PanelOf& panel_of, Index c0, Index c1,
