@@ -27,9 +27,17 @@ def main(out):
     print(f"| 2 | {fp32:.1f} GFLOP/s | {bf16:.1f} GFLOP/s | {bw:.2f} GB/s |")
     if roof_end:
         print(f"| 2 (end of sitting) | {roof_end['fp32_fma_gflops']:.1f} GFLOP/s | {roof_end['bf16_dot_gflops']:.1f} GFLOP/s | {roof_end['read_gbps']:.2f} GB/s |")
+    if roof.get("amx_bf16_gflops"):
+        print(f"\nAMX BF16 tile peak (2 threads): {roof['amx_bf16_gflops']:.1f} GFLOP/s"
+              f" (1 thread: {roof1.get('amx_bf16_gflops', 0.0):.1f}); bf16 / int8 / int4 rows on"
+              " `avx512_amx` are stated against it.")
     print()
 
+    amx = roof.get("amx_bf16_gflops", 0.0)  # 0 where the ISA in use has no tiles
+
     def peak(r):  # the compute peak a dtype's kernels run against
+        if r.get("isa") == "avx512_amx" and r.get("bf16_math") == "dot" and amx:
+            return amx  # bf16 / int8 / int4 on the tile unit
         if r.get("bf16_math") == "int8_dot":  # int8 / int4 through vpdpbusd (AVX2: no INT8
             return roof["int8_dot_gops"] or fp32  # probe; the FP32 FMA peak stands in)
         return bf16 if r.get("bf16_math") == "dot" else fp32  # bf16, int8, int4 through vdpbf16ps
