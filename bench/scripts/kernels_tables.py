@@ -27,13 +27,12 @@ def main(out):
     print(f"| 2 | {fp32:.1f} GFLOP/s | {bf16:.1f} GFLOP/s | {bw:.2f} GB/s |")
     if roof_end:
         print(f"| 2 (end of sitting) | {roof_end['fp32_fma_gflops']:.1f} GFLOP/s | {roof_end['bf16_dot_gflops']:.1f} GFLOP/s | {roof_end['read_gbps']:.2f} GB/s |")
-    if roof.get("amx_bf16_gflops"):
-        print(f"\nAMX BF16 tile peak (2 threads): {roof['amx_bf16_gflops']:.1f} GFLOP/s"
+    amx = roof.get("amx_bf16_gflops", 0.0)  # 0 where the ISA in use has no tiles
+    if amx:
+        print(f"\nAMX BF16 tile peak (2 threads): {amx:.1f} GFLOP/s"
               f" (1 thread: {roof1.get('amx_bf16_gflops', 0.0):.1f}); bf16 / int8 / int4 rows on"
               " `avx512_amx` are stated against it.")
     print()
-
-    amx = roof.get("amx_bf16_gflops", 0.0)  # 0 where the ISA in use has no tiles
 
     def peak(r):  # the compute peak a dtype's kernels run against
         if r.get("isa") == "avx512_amx" and r.get("bf16_math") == "dot" and amx:
