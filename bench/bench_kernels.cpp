@@ -4,21 +4,32 @@
 // over m rows, for every ISA this machine has (kernels::table_for, the same
 // entry points the block calls), every weight type and arithmetic.
 //
-//   ./bench_kernels                                     # everything (~5 min)
+//   ./bench_kernels --benchmark_filter='/m:[0-9]+/min'  # the hot cases (~5 min)
 //   ./bench_kernels --benchmark_filter='avx2/bf16/'     # one ISA and type
-//   ./bench_kernels --benchmark_filter='/m:64$'         # prefill-sized calls
+//   ./bench_kernels --benchmark_filter='/m:64/'         # prefill-sized calls
+//   ./bench_kernels --benchmark_filter='/streamed'      # weights from memory
+//   ./bench_kernels --benchmark_filter='^tile/'         # the AMX tile unit alone
 //
-// Names: kernel/<isa>/<dtype>/<math>/<shape>/<gate_up|down>/m:<rows>.
+// Names: kernel/<isa>/<dtype>/<math>/<shape>/<gate_up|down>/m:<rows>[/streamed].
 // <math>: "f32" the f32-FMA kernels (f32 activations; bf16 / f16 / int8 / int4
 // weights widened or decoded), "bf16_dot" activations rounded to bf16
 // (vdpbf16ps, BFDOT), "int8_dot" int8 activations (VNNI, AVX2 integer
 // multiply-adds, SDOT); a path the ISA lacks is not registered.
 // <shape>: one expert of olmoe (d 2048, f 1024) or mixtral-s (d 1024, f 3584).
 //
-// The same weights are read by every call, so after the first they come from
-// the caches as far as they fit (olmoe f32 gate + up: 16 MiB): this measures
-// the kernels' arithmetic, not the memory; `moekit bench` and bench_block
-// measure whole forwards with the weights of many experts.
+// Without /streamed the same weights are read by every call, so after the
+// first they come from the caches as far as they fit (olmoe f32 gate + up:
+// 16 MiB): this measures the kernels' arithmetic, not the memory. /streamed
+// cases hold copies of the weights, 768 MiB in all, and each call reads the
+// next copy, so the weights come from memory as they do in a forward over
+// many experts (decode), without the forward's routing and its other phases:
+// `moekit bench` and bench_block measure whole forwards.
+//
+// tile/avx512_amx/<bf16|int8>/k_bytes:<64|32>/rows:<16|1>: the tile unit
+// alone (no memory traffic): the time of one tdpbf16ps / tdpbusd of a
+// rows x k_bytes activation tile by a k_bytes/4 x 64-byte weight tile, six
+// independent accumulators. It says what a product over a 32-input scale
+// group (int8 / int4 experts) costs against one over 32 bf16 inputs.
 //
 // Before timing, each case's output is compared with the scalar kernels' on
 // the same packed weights: within 1e-4 · max(1, max|ref|) for f32 arithmetic
@@ -29,6 +40,10 @@
 // N = 2f); GB/s = the packed weight bytes the call reads (scales included).
 
 #include <benchmark/benchmark.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -113,16 +128,42 @@ struct Projection {
     }
   }
 
+  // Copies of the packed weights, one after another (streamed cases).
+  Index copies = 1;
+  void replicate(Index n) {
+    const auto grow = [n](auto& buf) {
+      const std::size_t one = buf.size();
+      if (one == 0) return;
+      std::remove_reference_t<decltype(buf)> all(one * static_cast<std::size_t>(n));
+      for (Index c = 0; c < n; ++c)
+        std::copy(buf.data(), buf.data() + one, all.data() + static_cast<std::size_t>(c) * one);
+      buf = std::move(all);
+    };
+    grow(f32);
+    grow(bf16);
+    grow(f16);
+    grow(codes);
+    grow(scales);
+    copies = n;
+  }
+
+  // Packed bytes of one copy (scales included): what one call reads.
   double bytes() const {
     return static_cast<double>(f32.size() * 4 + bf16.size() * 2 + f16.size() * 2 + codes.size() +
-                               scales.size() * 4);
+                               scales.size() * 4) /
+           static_cast<double>(copies);
   }
   double flops(Index m) const { return 2.0 * static_cast<double>(m * K * N) * (gate_up ? 2 : 1); }
 
   // Whether `t` has this path; if so, runs it on m rows of A into O0 (and O1).
-  bool run(const kernels::KernelTable& t, Math math, const float* A, Index m, float* O0,
-           float* O1) const {
+  bool run(const kernels::KernelTable& t, Math math, const float* A, Index m, float* O0, float* O1,
+           Index copy = 0) const {
     const Index ld = N;
+    // Element offset of `copy` in a buffer of `copies` copies.
+    const auto at = [&](const auto& buf) {
+      return buf.data() +
+             buf.size() / static_cast<std::size_t>(copies) * static_cast<std::size_t>(copy);
+    };
     if (w == Weights::f32 || w == Weights::bf16 || w == Weights::f16) {
       if (math == Math::int8_dot) return false;
       const auto go = [&](const auto* packed, auto gu, auto mm) {
@@ -133,12 +174,10 @@ struct Projection {
           mm(A, K, m, K, packed, N, 0, N, O0, ld);
         return true;
       };
-      if (w == Weights::f32)
-        return math == Math::f32 && go(f32.data(), t.gate_up_f32, t.matmul_f32);
-      if (w == Weights::f16)
-        return math == Math::f32 && go(f16.data(), t.gate_up_f16, t.matmul_f16);
-      return math == Math::f32 ? go(bf16.data(), t.gate_up_bf16, t.matmul_bf16)
-                               : go(bf16.data(), t.gate_up_bf16_dot, t.matmul_bf16_dot);
+      if (w == Weights::f32) return math == Math::f32 && go(at(f32), t.gate_up_f32, t.matmul_f32);
+      if (w == Weights::f16) return math == Math::f32 && go(at(f16), t.gate_up_f16, t.matmul_f16);
+      return math == Math::f32 ? go(at(bf16), t.gate_up_bf16, t.matmul_bf16)
+                               : go(at(bf16), t.gate_up_bf16_dot, t.matmul_bf16_dot);
     }
     const int bits = w == Weights::int8 ? 8 : 4;
     const auto gu = math == Math::f32        ? t.gate_up_quant(bits)
@@ -149,9 +188,9 @@ struct Projection {
                                              : t.matmul_quant_a8(bits);
     if (!gu || !mm) return false;
     if (gate_up)
-      gu({A, K}, m, K, codes.data(), scales.data(), N, 0, N, O0, O1, ld);
+      gu({A, K}, m, K, at(codes), at(scales), N, 0, N, O0, O1, ld);
     else
-      mm(A, K, m, K, codes.data(), scales.data(), N, 0, N, O0, ld);
+      mm(A, K, m, K, at(codes), at(scales), N, 0, N, O0, ld);
     return true;
   }
 };
@@ -181,8 +220,10 @@ void run_case(benchmark::State& state, const Projection& proj, moekit::Isa isa, 
     state.SkipWithError(("output differs from the scalar kernels: " + std::to_string(err)).c_str());
     return;
   }
+  Index copy = 0;
   for (auto _ : state) {
-    proj.run(table, math, A.data(), m, O0.data(), O1.data());
+    proj.run(table, math, A.data(), m, O0.data(), O1.data(), copy);
+    copy = copy + 1 == proj.copies ? 0 : copy + 1;
     benchmark::DoNotOptimize(O0.data());
     benchmark::ClobberMemory();
   }
@@ -193,12 +234,76 @@ void run_case(benchmark::State& state, const Projection& proj, moekit::Isa isa, 
       benchmark::Counter(proj.bytes() * calls * 1e-9, benchmark::Counter::kIsRate);
 }
 
+#if defined(MOEKIT_HAVE_X86_KERNELS)
+// AMX-INT8 (CPUID.(7,0):EDX[25]); the tile state itself is granted with AMX-BF16's.
+bool has_amx_int8() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((d >> 25) & 1u);
+}
+
+// `iters` x 6 tile products (int8: tdpbusd, else tdpbf16ps) of a rows x
+// k_bytes activation tile (tmm6) by a k_bytes/4 x 64-byte weight tile (tmm7)
+// into six accumulators (tmm0..5), operands zero.
+void tile_products(bool int8, int k_bytes, int rows, std::int64_t iters) {
+  struct alignas(64) Config {
+    std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    std::uint16_t colsb[16] = {};
+    std::uint8_t rows[16] = {};
+  } c;
+  for (int t = 0; t < 6; ++t) {
+    c.colsb[t] = 64;
+    c.rows[t] = static_cast<std::uint8_t>(rows);
+  }
+  c.colsb[6] = static_cast<std::uint16_t>(k_bytes);
+  c.rows[6] = static_cast<std::uint8_t>(rows);
+  c.colsb[7] = 64;
+  c.rows[7] = static_cast<std::uint8_t>(k_bytes / 4);
+  alignas(64) static const std::uint8_t zeros[16 * 64] = {};
+  const long stride = 64;
+  __asm__ volatile("ldtilecfg %0" ::"m"(c));
+  __asm__ volatile(
+      "tilezero %%tmm0\n tilezero %%tmm1\n tilezero %%tmm2\n"
+      "tilezero %%tmm3\n tilezero %%tmm4\n tilezero %%tmm5\n"
+      "tileloadd (%0,%1,1), %%tmm6\n tileloadd (%0,%1,1), %%tmm7" ::"r"(zeros),
+      "r"(stride)
+      : "memory");
+  if (int8)
+    for (std::int64_t i = 0; i < iters; ++i)
+      __asm__ volatile(
+          "tdpbusd %%tmm7, %%tmm6, %%tmm0\n tdpbusd %%tmm7, %%tmm6, %%tmm1\n"
+          "tdpbusd %%tmm7, %%tmm6, %%tmm2\n tdpbusd %%tmm7, %%tmm6, %%tmm3\n"
+          "tdpbusd %%tmm7, %%tmm6, %%tmm4\n tdpbusd %%tmm7, %%tmm6, %%tmm5" ::);
+  else
+    for (std::int64_t i = 0; i < iters; ++i)
+      __asm__ volatile(
+          "tdpbf16ps %%tmm7, %%tmm6, %%tmm0\n tdpbf16ps %%tmm7, %%tmm6, %%tmm1\n"
+          "tdpbf16ps %%tmm7, %%tmm6, %%tmm2\n tdpbf16ps %%tmm7, %%tmm6, %%tmm3\n"
+          "tdpbf16ps %%tmm7, %%tmm6, %%tmm4\n tdpbf16ps %%tmm7, %%tmm6, %%tmm5" ::);
+  __asm__ volatile("tilerelease" ::: "memory");
+}
+
+void run_tile_case(benchmark::State& state, bool int8, int k_bytes, int rows) {
+  constexpr std::int64_t kIters = 10000;
+  for (auto _ : state) tile_products(int8, k_bytes, rows, kIters);
+  const double products = 6.0 * kIters * static_cast<double>(state.iterations());
+  // Multiply-adds per product: rows x 16 columns x k (k_bytes / 2 bf16, k_bytes int8).
+  const double flops = 2.0 * rows * 16 * (int8 ? k_bytes : k_bytes / 2);
+  state.counters["ns/product"] = benchmark::Counter(
+      products * 1e-9, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(products * flops * 1e-9, benchmark::Counter::kIsRate);
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   // Projections live for the whole run (a few hundred MiB at most).
   static std::vector<std::unique_ptr<Projection>> projections;
+  // The streamed projection in use (one at a time: they are large).
+  static std::unique_ptr<Projection> streamed;
+  static std::size_t streamed_slot = 0;
   for (const Shape& s : kShapes)
     for (Weights w : {Weights::f32, Weights::bf16, Weights::f16, Weights::int8, Weights::int4})
       for (bool gate_up : {true, false}) {
@@ -211,6 +316,16 @@ int main(int argc, char** argv) {
           if (!p) p = std::make_unique<Projection>(gate_up, K, N, w);
           return *p;
         };
+        const auto get_streamed = [slot, gate_up, K, N, w]() -> const Projection& {
+          if (!streamed || streamed_slot != slot) {
+            streamed.reset();  // free the last one first
+            streamed = std::make_unique<Projection>(gate_up, K, N, w);
+            const double all = 768.0 * (1 << 20);
+            streamed->replicate(std::max<Index>(2, static_cast<Index>(all / streamed->bytes())));
+            streamed_slot = slot;
+          }
+          return *streamed;
+        };
         for (moekit::Isa isa : moekit::available_isas())
           for (Math math : {Math::f32, Math::bf16_dot, Math::int8_dot}) {
             // Register only the paths this ISA has (probed on a tiny projection).
@@ -219,19 +334,42 @@ int main(int argc, char** argv) {
             const Projection probe(gate_up, 2, 1, w);
             if (!probe.run(kernels::table_for(isa), math, probe_in, 1, probe_out, probe_out + 1))
               continue;
-            for (Index m : kRows) {
-              const std::string name = std::string("kernel/") + moekit::isa_name(isa) + "/" +
-                                       name_of(w) + "/" + name_of(math) + "/" + s.name + "/" +
-                                       (gate_up ? "gate_up" : "down") + "/m:" + std::to_string(m);
-              benchmark::RegisterBenchmark(
-                  name.c_str(),
-                  [get, isa, math, m](benchmark::State& st) { run_case(st, get(), isa, math, m); })
-                  ->Unit(benchmark::kMicrosecond)
-                  ->UseRealTime()
-                  ->MinTime(0.5);
-            }
+            for (bool from_memory : {false, true})
+              for (Index m : kRows) {
+                const std::string name =
+                    std::string("kernel/") + moekit::isa_name(isa) + "/" + name_of(w) + "/" +
+                    name_of(math) + "/" + s.name + "/" + (gate_up ? "gate_up" : "down") +
+                    "/m:" + std::to_string(m) + (from_memory ? "/streamed" : "");
+                benchmark::RegisterBenchmark(
+                    name.c_str(),
+                    [get, get_streamed, from_memory, isa, math, m](benchmark::State& st) {
+                      run_case(st, from_memory ? get_streamed() : get(), isa, math, m);
+                    })
+                    ->Unit(benchmark::kMicrosecond)
+                    ->UseRealTime()
+                    ->MinTime(0.5);
+              }
           }
       }
+#if defined(MOEKIT_HAVE_X86_KERNELS)
+  if (moekit::cpu_features().amx_bf16)
+    for (bool int8 : {false, true}) {
+      if (int8 && !has_amx_int8()) continue;
+      for (int k_bytes : {64, 32})
+        for (int rows : {16, 1}) {
+          const std::string name = std::string("tile/avx512_amx/") + (int8 ? "int8" : "bf16") +
+                                   "/k_bytes:" + std::to_string(k_bytes) +
+                                   "/rows:" + std::to_string(rows);
+          benchmark::RegisterBenchmark(name.c_str(),
+                                       [int8, k_bytes, rows](benchmark::State& st) {
+                                         run_tile_case(st, int8, k_bytes, rows);
+                                       })
+              ->Unit(benchmark::kMicrosecond)
+              ->UseRealTime()
+              ->MinTime(0.3);
+        }
+    }
+#endif
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

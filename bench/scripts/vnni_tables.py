@@ -55,6 +55,23 @@ def main(out):
                     f"{med('int4', 'int8_dot', 'gbps'):.1f}"]
             print("| " + " | ".join(row) + " |")
         print()
+    # Decode: how much of the read bandwidth each arithmetic streams at T = 1.
+    print("#### T = 1: GB/s (median of the runs' values) and % of the read bandwidth "
+          f"({roof['read_gbps']:.1f} GB/s, 2 threads)\n")
+    kinds = (("bf16", "dot"), ("int8", "dot"), ("int8", "int8_dot"), ("int4", "dot"), ("int4", "int8_dot"))
+    print("| shape | " + " | ".join(f"{dt} {m}" for dt, m in kinds) + " |")
+    print("|---|" + "---:|" * len(kinds))
+    for s in shapes:
+        row = [s]
+        for dt, m in kinds:
+            rs = cells.get((s, 1, dt, m), [])
+            if not rs:
+                row.append("")
+                continue
+            g = statistics.median(r["gbps"] for r in rs)
+            row.append(f"{g:.1f} ({100 * g / roof['read_gbps']:.0f} %)")
+        print("| " + " | ".join(row) + " |")
+    print()
     one = lines(os.path.join(out, "one_thread.jsonl"))
     if one:
         print("olmoe T = 512, int8_dot: 1 vs 2 threads\n")
