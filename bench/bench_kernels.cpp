@@ -41,10 +41,6 @@
 
 #include <benchmark/benchmark.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -235,21 +231,11 @@ void run_case(benchmark::State& state, const Projection& proj, moekit::Isa isa, 
 }
 
 #if defined(MOEKIT_HAVE_X86_KERNELS)
-// AMX-INT8 (CPUID.(7,0):EDX[25]); the tile state itself is granted with AMX-BF16's.
-bool has_amx_int8() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((d >> 25) & 1u);
-}
-
 // `iters` x 6 tile products (int8: tdpbusd, else tdpbf16ps) of a rows x
 // k_bytes activation tile (tmm6) by a k_bytes/4 x 64-byte weight tile (tmm7)
 // into six accumulators (tmm0..5), operands zero.
 void tile_products(bool int8, int k_bytes, int rows, std::int64_t iters) {
-  struct alignas(64) Config {
-    std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
-    std::uint16_t colsb[16] = {};
-    std::uint8_t rows[16] = {};
-  } c;
+  kernels::avx512_amx::detail::TileConfig c;
   for (int t = 0; t < 6; ++t) {
     c.colsb[t] = 64;
     c.rows[t] = static_cast<std::uint8_t>(rows);
@@ -354,7 +340,7 @@ int main(int argc, char** argv) {
 #if defined(MOEKIT_HAVE_X86_KERNELS)
   if (moekit::cpu_features().amx_bf16)
     for (bool int8 : {false, true}) {
-      if (int8 && !has_amx_int8()) continue;
+      if (int8 && !moekit::cpu_features().amx_int8) continue;
       for (int k_bytes : {64, 32})
         for (int rows : {16, 1}) {
           const std::string name = std::string("tile/avx512_amx/") + (int8 ? "int8" : "bf16") +

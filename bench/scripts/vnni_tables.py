@@ -32,6 +32,10 @@ def main(out):
         if key not in cells:
             order.append(key)
         cells.setdefault(key, []).append(r)
+    def med(s, T, dt, m, field):  # median of one field over a cell's runs
+        rs = cells.get((s, T, dt, m), [])
+        return statistics.median(r[field] for r in rs) if rs else float("nan")
+
     shapes = []
     for k in order:
         if k[0] not in shapes:
@@ -41,18 +45,12 @@ def main(out):
         print("| T | bf16 ms | int8 dot ms | int8 int8_dot ms | int8 speed-up | int4 dot ms | int4 int8_dot ms | int4 speed-up | int4 int8_dot % of INT8 peak | int4 int8_dot GB/s |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for T in sorted({k[1] for k in order if k[0] == s}):
-            def ms(dt, m):
-                rs = cells.get((s, T, dt, m), [])
-                return statistics.median(r["ms_median"] for r in rs) if rs else float("nan")
-            def med(dt, m, f):
-                rs = cells.get((s, T, dt, m), [])
-                return statistics.median(r[f] for r in rs) if rs else float("nan")
-            row = [f"{T}", f"{ms('bf16', 'dot'):.2f}"]
+            row = [f"{T}", f"{med(s, T, 'bf16', 'dot', 'ms_median'):.2f}"]
             for dt in ("int8", "int4"):
-                a, b = ms(dt, "dot"), ms(dt, "int8_dot")
+                a, b = med(s, T, dt, "dot", "ms_median"), med(s, T, dt, "int8_dot", "ms_median")
                 row += [f"{a:.2f}", f"{b:.2f}", f"{a / b:.2f}x"]
-            row += [f"{100 * med('int4', 'int8_dot', 'gflops') / peak['int8_dot']:.0f}%",
-                    f"{med('int4', 'int8_dot', 'gbps'):.1f}"]
+            row += [f"{100 * med(s, T, 'int4', 'int8_dot', 'gflops') / peak['int8_dot']:.0f}%",
+                    f"{med(s, T, 'int4', 'int8_dot', 'gbps'):.1f}"]
             print("| " + " | ".join(row) + " |")
         print()
     # Decode: how much of the read bandwidth each arithmetic streams at T = 1.
@@ -64,12 +62,8 @@ def main(out):
     for s in shapes:
         row = [s]
         for dt, m in kinds:
-            rs = cells.get((s, 1, dt, m), [])
-            if not rs:
-                row.append("")
-                continue
-            g = statistics.median(r["gbps"] for r in rs)
-            row.append(f"{g:.1f} ({100 * g / roof['read_gbps']:.0f} %)")
+            g = med(s, 1, dt, m, "gbps")
+            row.append("" if g != g else f"{g:.1f} ({100 * g / roof['read_gbps']:.0f} %)")  # nan: no runs
         print("| " + " | ".join(row) + " |")
     print()
     one = lines(os.path.join(out, "one_thread.jsonl"))

@@ -605,6 +605,7 @@ TEST(CpuFeatures, AmxWhereCpuinfoListsIt) {
     EXPECT_TRUE(listed);
     EXPECT_EQ(moekit::detected_isa(), Isa::avx512_amx);
   }
+  EXPECT_EQ(cf.amx_int8, cf.amx_bf16 && has("amx_int8"));
   if (listed && !cf.amx_bf16) GTEST_SKIP() << "the kernel refused the AMX tile state";
 }
 

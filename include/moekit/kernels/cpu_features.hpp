@@ -47,6 +47,10 @@ struct CpuFeatures {
   /// AMX-TILE and AMX-BF16, with the OS's permission to use the tile data
   /// (Linux: granted to this process at detection).
   bool amx_bf16 = false;
+  /// AMX-INT8 (tdpbusd and kin) as well, under the same permission. moekit's
+  /// kernels do not use it (a product over one 32-input scale group costs as
+  /// much as a bf16 one); bench_kernels times it.
+  bool amx_int8 = false;
   bool neon = false;
   bool neon_dotprod = false;  ///< SDOT / UDOT (Armv8.2 DotProd)
   bool neon_bf16 = false;     ///< BFDOT and the other Armv8.6 BF16 instructions
@@ -109,6 +113,7 @@ inline CpuFeatures detect_cpu_features() noexcept {
   const bool amx_cpu = os_zmm && ((d7 >> 22) & 1u) && ((d7 >> 24) & 1u);
   const bool os_tiles = (xcr0 & 0x60000u) == 0x60000u;
   f.amx_bf16 = amx_cpu && os_tiles && request_amx_permission();
+  f.amx_int8 = f.amx_bf16 && ((d7 >> 25) & 1u);  // CPUID.7.0 EDX bit 25
   return f;
 }
 #elif defined(MOEKIT_ARCH_ARM64)
