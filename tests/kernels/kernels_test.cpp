@@ -643,13 +643,14 @@ TEST(Quantize, DequantisedPanelIsTheMasters) {
 // dequantised masters: the same weights, so the only difference is f32
 // summation (AVX2 sums a · code per group of 32 k and scales each group sum:
 // a different order, the same tolerance as the f32 kernels), on row counts
-// both sides of the tile limits (3 gate/up, 6 down, 12), K across group
+// both sides of the tile limits (3 gate/up, 6 down, 12; over 12 rows the
+// AVX-512 kernels decode each panel once for its row tiles), K across group
 // boundaries and odd, column ranges that end mid-panel and start at a later
 // panel (one row runs 2 gate/up or 4 down panels at once on AVX2: N 40-70).
 TEST_P(PerIsa, QuantizedKernelsMatchDequantizedF32) {
   const auto& k = kernels::active();
   for (int bits : {8, 4})
-    for (Index m : {1, 2, 3, 4, 6, 7, 12, 13})
+    for (Index m : {1, 2, 3, 4, 6, 7, 12, 13, 25})
       for (Index K : {1, 2, 31, 32, 33, 65, 96})
         for (Index N : {1, 15, 16, 17, 40, 64, 70}) {
           const QuantizedPanels q(random_matrix(N, K, static_cast<std::uint32_t>(N * 31 + K)),
