@@ -479,7 +479,7 @@ MOEKIT_TARGET_AVX512 inline void matmul_panels_decoded(const Rows& A, Index m, c
 // Decoded int8 / int4 panels for the f32 tiles: each weight as the register
 // path computes it (code times its group's scale, rounded once to f32), so a
 // call gives the same bytes decoded or not. Decoding in registers costs about
-// half as many vector instructions as the FMAs of a 12-row tile, on the same
+// 40 % as many vector instructions as the FMAs of a 12-row tile, on the same
 // two ports; a panel read by several row tiles is therefore decoded once
 // (olmoe, one thread, m = 64: 1.3-1.5x; m = 24: 1.1-1.2x; m = 13: even).
 // `ahead`: the codes of the panel decoded next, asked into L2 a k-pair at a
