@@ -75,22 +75,19 @@ struct PairRows {
 // and their group's scale is applied in f32 when a group of k ends (kScaled).
 // Scaled = true: bf16 pairs of decoded int8 / int4 codes (prefill decodes
 // a panel once for all its row tiles) with the codes' group scales.
-// `ahead` (or null): codes of the panel to be decoded after this one, whose
-// k-pair kp is asked into L2 as k-pair kp is read here (decoding then finds it
-// there instead of waiting on memory).
+// `next`: codes of the panel to be decoded after this one, whose k-pair kp is
+// asked into L2 as k-pair kp is read here (avx512::NextCodes).
 template <Index W, bool Scaled = false>
 struct Bf16Pairs {
   const bf16* p;
   const float* scales = nullptr;
-  const std::uint8_t* ahead = nullptr;
-  Index ahead_bytes = 0;  // bytes of codes per k-pair
+  avx512::NextCodes next = {};  // per k-pair
   static constexpr bool kScaled = Scaled;
   static constexpr bool kPrefetch = !Scaled;  // a decoded panel is already in cache
   void prefetch(Index kp) const noexcept { avx512::prefetch_row<2 * W * sizeof(bf16)>(p, kp); }
   MOEKIT_TARGET_AVX512_BF16 __m512bh operator()(Index kp, Index off) const {
     if constexpr (Scaled)
-      if (ahead && off == 0)
-        _mm_prefetch(reinterpret_cast<const char*>(ahead + kp * ahead_bytes), _MM_HINT_T1);
+      if (off == 0) next.ask(kp);
     return (__m512bh)_mm512_loadu_si512(p + kp * 2 * W + 2 * off);
   }
   MOEKIT_TARGET_AVX512_BF16 __m512 scale(Index g, Index off) const {
@@ -287,12 +284,11 @@ template <Index W, int Bits>
 struct DecodedBank {
   const bf16* pairs;
   const float* scales;
-  const std::uint8_t* ahead;
+  avx512::NextCodes ahead;
   Index K, p0;
   Bf16Pairs<W, true> operator()(Index p) const noexcept {
-    const Index bytes = quant_panel_code_bytes(K, W, Bits);
     return {pairs + (p - p0) * ((K + 1) / 2) * 2 * W, scales + p * quant_panel_scales(K, W),
-            ahead ? ahead + (p - p0) * bytes : nullptr, Bits == 8 ? 2 * W : W};
+            ahead.panel(p - p0, quant_panel_code_bytes(K, W, Bits))};
   }
 };
 
@@ -315,7 +311,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void decode_panels(const QuantPairBank<Bits, W>
   for (Index q = 0; q < n; ++q) decode_pairs(bank(p + q), 0, K2, out + q * K2 * 2 * W);
 }
 
-// The decoder policy of avx512::gate_up_panels_decoded: codes to bf16 pairs.
+// The decoder policy of avx512::gate_up_quant_panels / matmul_quant_panels:
+// codes to bf16 pairs.
 struct PairDecoder {
   static bf16* scratch(Index K) {
     return moekit::detail::thread_scratch<DecodedPanelsTag, bf16>((K + 1) / 2 * 4 * kPanel);
@@ -328,7 +325,7 @@ struct PairDecoder {
   template <int Bits, Index W>
   static DecodedBank<W, Bits> view(const QuantPairBank<Bits, W>& bank, const bf16* buf,
                                    const std::uint8_t* ahead, Index p) {
-    return {buf, bank.scales, ahead, bank.K, p};
+    return {buf, bank.scales, {ahead, Bits == 8 ? 2 * W : W}, bank.K, p};  // codes per k-pair
   }
 };
 
@@ -368,11 +365,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up_quant(ActivationRows A, Index m, I
                                                     Index f, Index c0, Index c1, float* G, float* U,
                                                     Index ldo) {
   (void)f;
-  const PairRows rows = pair_rows(A, m, K);
-  const QuantPairBank<Bits, 2 * kPanel> bank{codes, scales, K};
-  if (m > avx512::kRows)
-    return avx512::gate_up_panels_decoded<DotTiles, PairDecoder>(rows, m, bank, c0, c1, G, U, ldo);
-  avx512::gate_up_panels<DotTiles>(rows, m, bank, c0, c1, G, U, ldo);
+  avx512::gate_up_quant_panels<DotTiles, PairDecoder>(
+      pair_rows(A, m, K), m, QuantPairBank<Bits, 2 * kPanel>{codes, scales, K}, c0, c1, G, U, ldo);
 }
 template <int Bits>
 MOEKIT_TARGET_AVX512_BF16 inline void matmul_quant(const float* A, Index lda, Index m, Index K,
@@ -380,11 +374,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul_quant(const float* A, Index lda, In
                                                    Index N, Index c0, Index c1, float* Y,
                                                    Index ldy) {
   (void)N;
-  const PairRows rows = pair_rows({A, lda}, m, K);
-  const QuantPairBank<Bits, kPanel> bank{codes, scales, K};
-  if (m > avx512::kRows)
-    return avx512::matmul_panels_decoded<DotTiles, PairDecoder>(rows, m, bank, c0, c1, Y, ldy);
-  avx512::matmul_panels<DotTiles>(rows, m, bank, c0, c1, Y, ldy);
+  avx512::matmul_quant_panels<DotTiles, PairDecoder>(
+      pair_rows({A, lda}, m, K), m, QuantPairBank<Bits, kPanel>{codes, scales, K}, c0, c1, Y, ldy);
 }
 
 }  // namespace avx512_bf16

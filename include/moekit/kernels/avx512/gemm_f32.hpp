@@ -442,18 +442,37 @@ MOEKIT_TARGET_AVX512 inline void matmul_panels(const Rows& A, Index m, const Ban
     });
 }
 
+// The codes a decoding kernel decodes after the panels it is reading, asked
+// into L2 one step (a k-pair or k-quad: step_bytes of codes) at a time as the
+// tiles read a decoded panel, so decoding then finds them there instead of
+// waiting on memory. Null codes: nothing to ask for.
+struct NextCodes {
+  const std::uint8_t* codes = nullptr;
+  Index step_bytes = 0;
+  // Panel q of consecutive panels of panel_bytes bytes each from `codes` on.
+  NextCodes panel(Index q, Index panel_bytes) const noexcept {
+    return {codes ? codes + q * panel_bytes : nullptr, step_bytes};
+  }
+  void ask(Index step) const noexcept {
+    if (codes) _mm_prefetch(reinterpret_cast<const char*>(codes + step * step_bytes), _MM_HINT_T1);
+  }
+};
+
 // NOTE: decoding quantised codes costs about as many instructions as the
-// products of a few rows, so with more rows than one tile holds the bf16-dot
-// and VNNI kernels decode each panel (gate + up) or pair of panels (down,
-// whose tiles span two) once into a per-call buffer and run every row tile
-// over it. Decoder is their policy: scratch(K) gives the buffer,
-// decode(bank, p, n, buf) fills it with panels [p, p + n), view(bank, buf,
-// ahead, p) reads it as a bank whose tiles prefetch `ahead` (the next codes to
-// decode). The decoded values are those the register path uses, so are the results.
+// products of a few rows, so with more rows than one tile holds the
+// quantised kernels (f32, bf16-dot and VNNI tiles) decode each panel (gate +
+// up) or pair of panels (down, whose tiles span two) once into a per-call
+// buffer and run every row tile over it; with one row tile or fewer there is
+// nothing to share and the tiles decode in registers (bank as it is).
+// Decoder is their policy: scratch(K) gives the buffer, decode(bank, p, n, buf)
+// fills it with panels [p, p + n), view(bank, buf, ahead, p) reads it as a
+// bank whose tiles ask for `ahead` (the next codes to decode, NextCodes). The
+// decoded values are those the register path uses, so are the results.
 template <class Tiles, class Decoder, class Rows, class Bank>
-MOEKIT_TARGET_AVX512 inline void gate_up_panels_decoded(const Rows& A, Index m, const Bank& bank,
-                                                        Index c0, Index c1, float* G, float* U,
-                                                        Index ldo) {
+MOEKIT_TARGET_AVX512 inline void gate_up_quant_panels(const Rows& A, Index m, const Bank& bank,
+                                                      Index c0, Index c1, float* G, float* U,
+                                                      Index ldo) {
+  if (m <= kRows) return gate_up_panels<Tiles>(A, m, bank, c0, c1, G, U, ldo);
   auto* buf = Decoder::scratch(bank.K);
   for (Index p = c0 / kPanel; p * kPanel < c1; ++p) {
     Decoder::decode(bank, p, 1, buf);
@@ -463,8 +482,9 @@ MOEKIT_TARGET_AVX512 inline void gate_up_panels_decoded(const Rows& A, Index m, 
   }
 }
 template <class Tiles, class Decoder, class Rows, class Bank>
-MOEKIT_TARGET_AVX512 inline void matmul_panels_decoded(const Rows& A, Index m, const Bank& bank,
-                                                       Index c0, Index c1, float* Y, Index ldy) {
+MOEKIT_TARGET_AVX512 inline void matmul_quant_panels(const Rows& A, Index m, const Bank& bank,
+                                                     Index c0, Index c1, float* Y, Index ldy) {
+  if (m <= kRows) return matmul_panels<Tiles>(A, m, bank, c0, c1, Y, ldy);
   auto* buf = Decoder::scratch(bank.K);
   for (Index p = c0 / kPanel; p * kPanel < c1; p += 2) {
     const Index n = (p + 1) * kPanel < c1 ? 2 : 1;
@@ -482,13 +502,10 @@ MOEKIT_TARGET_AVX512 inline void matmul_panels_decoded(const Rows& A, Index m, c
 // 40 % as many vector instructions as the FMAs of a 12-row tile, on the same
 // two ports; a panel read by several row tiles is therefore decoded once
 // (olmoe, one thread, m = 64: 1.3-1.5x; m = 24: 1.1-1.2x; m = 13: even).
-// `ahead`: the codes of the panel decoded next, asked into L2 a k-pair at a
-// time as this one is read (decoding then finds them there).
 template <Index W>
 struct DecodedF32Source {
   const float* p;
-  const std::uint8_t* ahead = nullptr;
-  Index ahead_bytes = 0;  // bytes of codes per k-pair
+  NextCodes next = {};  // per k-pair
   // The decoded panel was just written, so sits in L2; asking its rows into
   // L1 ahead of the tiles gained nothing (olmoe m = 64, 8 or 16 rows ahead).
   static constexpr bool kPrefetch = false;
@@ -496,8 +513,7 @@ struct DecodedF32Source {
   template <int P>
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off, Parity<P>) const {
     if constexpr (P == 0)
-      if (ahead && off == 0)
-        _mm_prefetch(reinterpret_cast<const char*>(ahead + (k >> 1) * ahead_bytes), _MM_HINT_T1);
+      if (off == 0) next.ask(k >> 1);
     return _mm512_loadu_ps(p + k * W + off);
   }
 };
@@ -505,15 +521,13 @@ struct DecodedF32Source {
 template <Index W, int Bits>
 struct DecodedF32Bank {
   const float* values;
-  const std::uint8_t* ahead;
+  NextCodes ahead;
   Index K, p0;
   DecodedF32Source<W> operator()(Index p) const noexcept {
-    const Index bytes = quant_panel_code_bytes(K, W, Bits);
-    return {values + (p - p0) * K * W, ahead ? ahead + (p - p0) * bytes : nullptr,
-            Bits == 8 ? 2 * W : W};
+    return {values + (p - p0) * K * W, ahead.panel(p - p0, quant_panel_code_bytes(K, W, Bits))};
   }
 };
-// The decoder policy of gate_up_panels_decoded for the f32 tiles.
+// The decoder policy of gate_up_quant_panels / matmul_quant_panels for the f32 tiles.
 struct F32Decoder {
   static float* scratch(Index K) { return detail::panel_scratch(K * 2 * kPanel); }
   template <int Bits, Index W>
@@ -538,7 +552,7 @@ struct F32Decoder {
   template <int Bits, Index W>
   static DecodedF32Bank<W, Bits> view(const QuantBank<Bits, W>& bank, const float* buf,
                                       const std::uint8_t* ahead, Index p) {
-    return {buf, ahead, bank.K, p};
+    return {buf, {ahead, Bits == 8 ? 2 * W : W}, bank.K, p};  // bytes of codes per k-pair
   }
 };
 
@@ -572,21 +586,16 @@ MOEKIT_TARGET_AVX512 inline void gate_up_quant(ActivationRows rows, Index m, Ind
   (void)f;
   Index lda = 0;
   const float* A = contiguous_rows(rows, m, K, lda);
-  const QuantBank<Bits, 2 * kPanel> bank{codes, scales, K};
-  if (m > kRows)
-    return gate_up_panels_decoded<F32Tiles, F32Decoder>(F32Rows{A, lda, K}, m, bank, c0, c1, G, U,
-                                                        ldo);
-  gate_up_panels<F32Tiles>(F32Rows{A, lda, K}, m, bank, c0, c1, G, U, ldo);
+  gate_up_quant_panels<F32Tiles, F32Decoder>(
+      F32Rows{A, lda, K}, m, QuantBank<Bits, 2 * kPanel>{codes, scales, K}, c0, c1, G, U, ldo);
 }
 template <int Bits>
 MOEKIT_TARGET_AVX512 inline void matmul_quant(const float* A, Index lda, Index m, Index K,
                                               const std::uint8_t* codes, const float* scales,
                                               Index N, Index c0, Index c1, float* Y, Index ldy) {
   (void)N;
-  const QuantBank<Bits, kPanel> bank{codes, scales, K};
-  if (m > kRows)
-    return matmul_panels_decoded<F32Tiles, F32Decoder>(F32Rows{A, lda, K}, m, bank, c0, c1, Y, ldy);
-  matmul_panels<F32Tiles>(F32Rows{A, lda, K}, m, bank, c0, c1, Y, ldy);
+  matmul_quant_panels<F32Tiles, F32Decoder>(
+      F32Rows{A, lda, K}, m, QuantBank<Bits, kPanel>{codes, scales, K}, c0, c1, Y, ldy);
 }
 
 /// exp(x) for 16 lanes: range reduction by ln 2 and a degree-6 polynomial

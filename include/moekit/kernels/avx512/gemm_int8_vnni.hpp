@@ -206,20 +206,17 @@ struct QuadBank {
 };
 
 // Quads already decoded (code + offset, 4·W bytes per k-quad) by decode_panels,
-// with the codes' group scales. `ahead` (or null): codes of the panel to be
-// decoded after this one, whose bytes are asked into L2 as quads are read
-// here (decoding then finds them there instead of waiting on memory).
+// with the codes' group scales. `next`: codes of the panel to be decoded
+// after this one, asked into L2 as quads are read here (avx512::NextCodes).
 template <Index W>
 struct DecodedQuads {
   const std::uint8_t* p;
   const float* scales;
-  const std::uint8_t* ahead = nullptr;
-  Index ahead_bytes = 0;  // bytes of codes per k-quad
+  avx512::NextCodes next = {};  // per k-quad
   static constexpr bool kPrefetch = false;
   void prefetch(Index) const noexcept {}
   MOEKIT_TARGET_AVX512_BF16 __m512i operator()(Index kq, Index off) const {
-    if (ahead && off == 0)
-      _mm_prefetch(reinterpret_cast<const char*>(ahead + kq * ahead_bytes), _MM_HINT_T1);
+    if (off == 0) next.ask(kq);
     return _mm512_loadu_si512(p + kq * 4 * W + 4 * off);
   }
   MOEKIT_TARGET_AVX512_BF16 __m512 scale(Index g, Index off) const {
@@ -233,12 +230,12 @@ template <int Bits, Index W>
 struct DecodedQuadBank {
   const std::uint8_t* quads;
   const float* scales;
-  const std::uint8_t* ahead;
+  avx512::NextCodes ahead;
   Index K, p0;
   DecodedQuads<W> operator()(Index p) const noexcept {
-    const Index K4 = (K + 3) / 4, bytes = quant_panel_code_bytes(K, W, Bits);
+    const Index K4 = (K + 3) / 4;
     return {quads + (p - p0) * K4 * 4 * W, scales + p * quant_panel_scales(K, W),
-            ahead ? ahead + (p - p0) * bytes : nullptr, 2 * QuantQuads<Bits, W>::kRowBytes};
+            ahead.panel(p - p0, quant_panel_code_bytes(K, W, Bits))};
   }
 };
 
@@ -373,8 +370,8 @@ struct VnniTiles {
 
 struct DecodedQuadsTag;
 
-// The decoder policy of avx512::gate_up_panels_decoded: k-pair codes to
-// offset quads. Interleaving costs a permute (and a bias or nibble mask) per
+// The decoder policy of avx512::gate_up_quant_panels / matmul_quant_panels:
+// k-pair codes to offset quads. Interleaving costs a permute (and a bias or nibble mask) per
 // 16 columns, and with 24 accumulators live the registers run out for the
 // permute tables, so prefill decodes each panel once.
 struct QuadDecoder {
@@ -390,7 +387,8 @@ struct QuadDecoder {
   template <int Bits, Index W>
   static DecodedQuadBank<Bits, W> view(const QuadBank<Bits, W>& bank, const std::uint8_t* buf,
                                        const std::uint8_t* ahead, Index p) {
-    return {buf, bank.scales, ahead, bank.K, p};
+    // The next codes are asked for a k-quad (two k-pair rows) at a time.
+    return {buf, bank.scales, {ahead, 2 * QuantQuads<Bits, W>::kRowBytes}, bank.K, p};
   }
 };
 
@@ -404,10 +402,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void gate_up_quant(ActivationRows A, Index m, I
                                                     Index ldo) {
   (void)f;
   const QuadRows rows = quad_rows(A, m, K, Bits == 8 ? 128 : 8);
-  const QuadBank<Bits, 2 * kPanel> bank{codes, scales, K};
-  if (m > avx512::kRows)
-    return avx512::gate_up_panels_decoded<VnniTiles, QuadDecoder>(rows, m, bank, c0, c1, G, U, ldo);
-  avx512::gate_up_panels<VnniTiles>(rows, m, bank, c0, c1, G, U, ldo);
+  avx512::gate_up_quant_panels<VnniTiles, QuadDecoder>(
+      rows, m, QuadBank<Bits, 2 * kPanel>{codes, scales, K}, c0, c1, G, U, ldo);
 }
 /// The same for output columns [c0, c1) of Y = A·Wᵀ.
 template <int Bits>
@@ -417,10 +413,8 @@ MOEKIT_TARGET_AVX512_BF16 inline void matmul_quant(const float* A, Index lda, In
                                                    Index ldy) {
   (void)N;
   const QuadRows rows = quad_rows({A, lda}, m, K, Bits == 8 ? 128 : 8);
-  const QuadBank<Bits, kPanel> bank{codes, scales, K};
-  if (m > avx512::kRows)
-    return avx512::matmul_panels_decoded<VnniTiles, QuadDecoder>(rows, m, bank, c0, c1, Y, ldy);
-  avx512::matmul_panels<VnniTiles>(rows, m, bank, c0, c1, Y, ldy);
+  avx512::matmul_quant_panels<VnniTiles, QuadDecoder>(
+      rows, m, QuadBank<Bits, kPanel>{codes, scales, K}, c0, c1, Y, ldy);
 }
 
 }  // namespace avx512_vnni
