@@ -108,14 +108,33 @@ struct QuantSource {
   // int4 1.10x with the asking).
   static constexpr bool kPrefetch = true;
   void prefetch(Index k) const noexcept { prefetch_row<(Bits == 8 ? W : W / 2)>(codes, k); }
+  // Bytes of codes per k-pair, and how far ahead of the k-pair being decoded
+  // its own panel is asked into L1. A decoding tile is bound by its vector
+  // instructions, and with one row (decode, no Ahead) the hardware prefetcher
+  // alone left it waiting on memory besides: olmoe m = 1, one thread, codes
+  // from memory: int8 1.25x, int4 1.10x faster with 2 KiB asked ahead (512 B
+  // to 4 KiB all gained; 2 KiB best for int8).
+  static constexpr Index kPairBytes = Bits == 8 ? 2 * W : W;
+  static constexpr std::uintptr_t kLeadBytes = 2048;
   template <int P>
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off, Parity<P>) const {
+    if constexpr (P == 0)
+      if (off == 0)  // an address past the panel's end is harmless to prefetch
+        _mm_prefetch(
+            reinterpret_cast<const char*>(
+                reinterpret_cast<std::uintptr_t>(codes + (k >> 1) * kPairBytes) + kLeadBytes),
+            _MM_HINT_T0);
     const __m512 scale = _mm512_loadu_ps(scales + (k / kQuantGroup) * W + off);
-    if constexpr (Bits == 8) {  // word j = (code k even, code k odd) of column off + j
-      const __m512i w = _mm512_cvtepi16_epi32(
+    if constexpr (Bits == 8) {
+      // Bytes 2j, 2j + 1 = codes k even, k odd of column off + j, widened to
+      // 16-bit halves of lane j: the odd code is the high half shifted down,
+      // the even one a multiply-add by (1, 0). (The lane's word widened and
+      // shifted twice for the even code cost one more instruction on the
+      // port the conversion needs: m = 1 with codes in cache 1.13x slower.)
+      const __m512i w = _mm512_cvtepi8_epi16(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + (k >> 1) * 2 * W + 2 * off)));
       const __m512i q =
-          P == 0 ? _mm512_srai_epi32(_mm512_slli_epi32(w, 24), 24) : _mm512_srai_epi32(w, 8);
+          P == 0 ? _mm512_madd_epi16(w, _mm512_set1_epi32(1)) : _mm512_srai_epi32(w, 16);
       return _mm512_mul_ps(_mm512_cvtepi32_ps(q), scale);
     } else {
       const __m512 values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
