@@ -118,9 +118,9 @@ struct QuantSource {
   static constexpr std::uintptr_t kLeadBytes = 2048;
   template <int P>
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off, Parity<P>) const {
-    if constexpr (P == 0)
-      if (off == 0)  // an address past the panel's end is harmless to prefetch
-        _mm_prefetch(
+    if constexpr (P == 0)  // once per 64-byte line of codes
+      if (off == 0 && (k >> 1) % (kPairBytes < 64 ? 64 / kPairBytes : 1) == 0)
+        _mm_prefetch(  // an address past the panel's end is harmless to prefetch
             reinterpret_cast<const char*>(
                 reinterpret_cast<std::uintptr_t>(codes + (k >> 1) * kPairBytes) + kLeadBytes),
             _MM_HINT_T0);
