@@ -40,10 +40,11 @@ namespace kernels {
 constexpr Index kQuantGroup = 32;
 
 inline Index quant_groups(Index K) noexcept { return (K + kQuantGroup - 1) / kQuantGroup; }
+/// Bytes of codes of one k-pair (two rows) of a panel with W values per row.
+constexpr Index quant_pair_bytes(Index W, int bits) noexcept { return bits == 8 ? 2 * W : W; }
 /// Bytes of codes of one panel of K rows, W values per row, `bits` 8 or 4.
 inline Index quant_panel_code_bytes(Index K, Index W, int bits) noexcept {
-  const Index pairs = (K + 1) / 2;
-  return bits == 8 ? pairs * 2 * W : pairs * W;
+  return (K + 1) / 2 * quant_pair_bytes(W, bits);
 }
 /// Byte holding element e (0 <= e < 2W) of k-pair kp (int4: low nibble if e < W, else high).
 inline Index quant_code_byte(Index kp, Index e, Index W, int bits) noexcept {

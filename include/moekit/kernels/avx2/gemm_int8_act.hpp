@@ -239,8 +239,8 @@ template <int Bits, int MR, int NV, class T = std::uint8_t>
 MOEKIT_TARGET_AVX2 inline void tile(const PairRows& A, Index K2, const T* codes,
                                     const float* scales, float* O0, float* O1, Index ldo) {
   constexpr Index W = 16 * NV;
-  constexpr Index kRowBytes = Bits == 8 ? 2 * W : W;  // elements of one k-pair row
-  alignas(32) float total[MR][W] = {};                // the output tile in L1 (zero if K = 0)
+  constexpr Index kRowBytes = quant_pair_bytes(W, Bits);  // elements of one k-pair row
+  alignas(32) float total[MR][W] = {};                    // the output tile in L1 (zero if K = 0)
   for (Index g = 0, kp0 = 0; kp0 < K2; ++g, kp0 += kGroupPairs) {
     const Index kp1 = K2 - kp0 < kGroupPairs ? K2 : kp0 + kGroupPairs;
     __m256i sum[NV][2][MR];

@@ -305,7 +305,7 @@ struct alignas(64) ChunkRing {
 template <int Bits, Index W>
 struct ChunkDecoder {
   static constexpr Index kAheadChunks = 4;
-  static constexpr Index kCodeBytes = (Bits == 8 ? 2 : 1) * W;  // per k-pair
+  static constexpr Index kCodeBytes = quant_pair_bytes(W, Bits);  // per k-pair
   static constexpr Index kRowBytes = 2 * W * Index(sizeof(bf16));
   static_assert((W == kPanel ? 2 : 1) * kChunkPairs * kRowBytes <= kSlotBytes,
                 "a slot holds a chunk of one gate + up panel or of two plain ones");

@@ -103,7 +103,7 @@ struct QuantPairs {
   // As avx512::QuantSource (olmoe T = 64: int8 1.42x, int4 1.35x with it).
   static constexpr bool kPrefetch = true;
   void prefetch(Index kp) const noexcept {
-    avx512::prefetch_row<(Bits == 8 ? 2 : 1) * W>(codes, kp);  // bytes of codes per k-pair
+    avx512::prefetch_row<quant_pair_bytes(W, Bits)>(codes, kp);
   }
   MOEKIT_TARGET_AVX512_BF16 __m512bh operator()(Index kp, Index off) const {
     if constexpr (Bits == 8) {  // 32 bytes: the pairs of 16 columns, in order
@@ -325,7 +325,7 @@ struct PairDecoder {
   template <int Bits, Index W>
   static DecodedBank<W, Bits> view(const QuantPairBank<Bits, W>& bank, const bf16* buf,
                                    const std::uint8_t* ahead, Index p) {
-    return {buf, bank.scales, {ahead, Bits == 8 ? 2 * W : W}, bank.K, p};  // codes per k-pair
+    return {buf, bank.scales, {ahead, quant_pair_bytes(W, Bits)}, bank.K, p};
   }
 };
 

@@ -157,7 +157,7 @@ struct QuantQuads {
   const std::uint8_t* codes;
   const float* scales;
   Index K2;  // k-pairs of the panel
-  static constexpr Index kRowBytes = Bits == 8 ? 2 * W : W;
+  static constexpr Index kRowBytes = quant_pair_bytes(W, Bits);
   // Unlike QuantPairs / QuantSource, asking for the next panel's codes gained
   // nothing here (olmoe T = 64, int8_dot: 0.98x int8, 1.03x int4).
   static constexpr bool kPrefetch = false;
