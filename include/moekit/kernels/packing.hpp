@@ -46,6 +46,15 @@ constexpr Index packed_offset(Index k, Index j, Index W) noexcept {
   return kPairedK<T> ? (k >> 1) * 2 * W + 2 * j + (k & 1) : k * W + j;
 }
 
+/// The even k of the k-pair holding k, for a kernel that knows k's parity P
+/// at compile time. Indexing pair data through it makes both halves of a pair
+/// spell one address, so the compiler loads and widens the pair once (the
+/// AVX-512 int4 down tile with one row ran 1.22x faster in cache).
+template <int P>
+constexpr Index pair_base(Index k) noexcept {
+  return k - P;
+}
+
 /// Elements of a packed [N, K] weight of T.
 template <class T = float>
 inline Index packed_size(Index N, Index K) noexcept {

@@ -38,7 +38,7 @@ template <Index W, int P, class T>
 MOEKIT_TARGET_AVX2 inline __m256 weights8(const T* B, Index k, Index off) {
   if constexpr (kPairedK<T>) {  // P = k & 1 picks the half of each pair
     const __m256i pairs =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + (k >> 1) * 2 * W + 2 * off));
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + pair_base<P>(k) * W + 2 * off));
     if constexpr (P == 0) return _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
     return _mm256_castsi256_ps(
         _mm256_and_si256(pairs, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
@@ -53,12 +53,13 @@ MOEKIT_TARGET_AVX2 inline __m256 weights8(const T* B, Index k, Index off) {
 // P = k & 1 picks its half.
 template <Index W, int P>
 MOEKIT_TARGET_AVX2 inline __m256 weights8(const QuantPanel<8>& B, Index k, Index off) {
+  const Index k0 = pair_base<P>(k);  // both halves of a pair share its loads
   const __m256i w = _mm256_cvtepi16_epi32(
-      _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.codes + (k >> 1) * 2 * W + 2 * off)));
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.codes + k0 * W + 2 * off)));
   const __m256i q =
       P == 0 ? _mm256_srai_epi32(_mm256_slli_epi32(w, 24), 24) : _mm256_srai_epi32(w, 8);
   return _mm256_mul_ps(_mm256_cvtepi32_ps(q),
-                       _mm256_loadu_ps(B.scales + (k / kQuantGroup) * W + off));
+                       _mm256_loadu_ps(B.scales + (k0 / kQuantGroup) * W + off));
 }
 
 // NOTE: a panel is read from memory by its first row tile and from L2 by the

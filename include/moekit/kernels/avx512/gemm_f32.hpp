@@ -91,7 +91,7 @@ struct PanelSource<bf16, W> {
   }  // k-pairs: same bytes per k
   template <int P>
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off, Parity<P>) const {
-    const __m512i pairs = _mm512_loadu_si512(p + (k >> 1) * 2 * W + 2 * off);
+    const __m512i pairs = _mm512_loadu_si512(p + pair_base<P>(k) * W + 2 * off);
     if constexpr (P == 0) return _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
     return _mm512_castsi512_ps(
         _mm512_and_si512(pairs, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
@@ -122,9 +122,10 @@ struct QuantSource {
   static constexpr std::uintptr_t kLeadBytes = 2048;
   template <int P>
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off, Parity<P>) const {
+    const Index k0 = pair_base<P>(k);  // both halves of a pair share its loads
     if constexpr (P == 0)
-      if (off == 0) prefetch_row<kPairBytes>(codes, k >> 1, kLeadBytes);  // once per line
-    const __m512 scale = _mm512_loadu_ps(scales + (k / kQuantGroup) * W + off);
+      if (off == 0) prefetch_row<kPairBytes>(codes, k0 >> 1, kLeadBytes);  // once per line
+    const __m512 scale = _mm512_loadu_ps(scales + (k0 / kQuantGroup) * W + off);
     if constexpr (Bits == 8) {
       // Bytes 2j, 2j + 1 = codes k even, k odd of column off + j, widened to
       // 16-bit halves of lane j: the odd code is the high half shifted down,
@@ -132,13 +133,13 @@ struct QuantSource {
       // shifted twice for the even code cost one more instruction on the
       // port the conversion needs: m = 1 with codes in cache 1.13x slower.)
       const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(codes + (k >> 1) * kPairBytes + 2 * off)));
+          reinterpret_cast<const __m256i*>(codes + (k0 >> 1) * kPairBytes + 2 * off)));
       const __m512i q =
           P == 0 ? _mm512_madd_epi16(w, _mm512_set1_epi32(1)) : _mm512_srai_epi32(w, 16);
       return _mm512_mul_ps(_mm512_cvtepi32_ps(q), scale);
     } else {
       const __m512 values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-      const std::uint8_t* pair = codes + (k >> 1) * kPairBytes;
+      const std::uint8_t* pair = codes + (k0 >> 1) * kPairBytes;
       __m512i lanes;
       if constexpr (W == 32) {  // 32 bytes: gate pairs in the low nibbles, up in the high ones
         lanes = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pair)));

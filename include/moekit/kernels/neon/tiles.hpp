@@ -49,7 +49,7 @@ inline float32x4_t bf16_half(uint32x4_t pairs) {
 }
 template <Index W, int P>
 inline void weights8(const bf16* B, Index k, Index off, float32x4_t& lo, float32x4_t& hi) {
-  const auto* p = reinterpret_cast<const std::uint32_t*>(B + (k >> 1) * 2 * W + 2 * off);
+  const auto* p = reinterpret_cast<const std::uint32_t*>(B + pair_base<P>(k) * W + 2 * off);
   lo = bf16_half<P>(vld1q_u32(p));
   hi = bf16_half<P>(vld1q_u32(p + 4));
 }
@@ -66,9 +66,9 @@ inline float32x4_t scaled_half(int16x8_t pairs, float32x4_t scale) {
 template <Index W, int P>
 inline void weights8(const QuantPanel<8>& B, Index k, Index off, float32x4_t& lo, float32x4_t& hi) {
   // k-pair k / 2 holds 2W bytes: byte 2j + P is column j's code for k.
-  const int8x16_t c =
-      vld1q_s8(reinterpret_cast<const std::int8_t*>(B.codes + (k >> 1) * 2 * W + 2 * off));
-  const float* s = B.scales + (k / kQuantGroup) * W + off;
+  const Index k0 = pair_base<P>(k);  // both halves of a pair share its loads
+  const int8x16_t c = vld1q_s8(reinterpret_cast<const std::int8_t*>(B.codes + k0 * W + 2 * off));
+  const float* s = B.scales + (k0 / kQuantGroup) * W + off;
   lo = scaled_half<P>(vmovl_s8(vget_low_s8(c)), vld1q_f32(s));
   hi = scaled_half<P>(vmovl_high_s8(c), vld1q_f32(s + 4));
 }
@@ -77,10 +77,11 @@ inline void weights8(const QuantPanel<4>& B, Index k, Index off, float32x4_t& lo
   // k-pair k / 2 holds W bytes; element e = 2j + P of column j sits in the low
   // nibble of byte e (e < W) or the high nibble of byte e - W, as code + 8.
   const Index e = 2 * off;
-  const uint8x16_t b = vld1q_u8(B.codes + (k >> 1) * W + (e < W ? e : e - W));
+  const Index k0 = pair_base<P>(k);  // both halves of a pair share its loads
+  const uint8x16_t b = vld1q_u8(B.codes + (k0 >> 1) * W + (e < W ? e : e - W));
   const uint8x16_t nib = e < W ? vandq_u8(b, vdupq_n_u8(0x0f)) : vshrq_n_u8(b, 4);
   const int16x8_t bias = vdupq_n_s16(8);
-  const float* s = B.scales + (k / kQuantGroup) * W + off;
+  const float* s = B.scales + (k0 / kQuantGroup) * W + off;
   lo = scaled_half<P>(vsubq_s16(vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(nib))), bias),
                       vld1q_f32(s));
   hi = scaled_half<P>(vsubq_s16(vreinterpretq_s16_u16(vmovl_high_u8(nib)), bias), vld1q_f32(s + 4));
