@@ -48,7 +48,7 @@ inline Index quant_panel_code_bytes(Index K, Index W, int bits) noexcept {
 }
 /// Byte holding element e (0 <= e < 2W) of k-pair kp (int4: low nibble if e < W, else high).
 inline Index quant_code_byte(Index kp, Index e, Index W, int bits) noexcept {
-  return bits == 8 ? kp * 2 * W + e : kp * W + e % W;
+  return kp * quant_pair_bytes(W, bits) + (bits == 8 ? e : e % W);
 }
 /// Floats of scales of one panel.
 inline Index quant_panel_scales(Index K, Index W) noexcept { return quant_groups(K) * W; }
