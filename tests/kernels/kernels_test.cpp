@@ -637,11 +637,11 @@ TEST(Quantize, DequantisedPanelIsTheMasters) {
       }
 }
 
-// The quantised entry points (fused on AVX-512, group-scaled on AVX2,
-// decoded in registers or a panel at a time on NEON, dequantise-then-f32 on
-// scalar) against a double product with the
+// The quantised entry points (group-scaled on AVX-512, int4 group-scaled on
+// AVX2, decoded in registers or a panel at a time on NEON,
+// dequantise-then-f32 on scalar) against a double product with the
 // dequantised masters: the same weights, so the only difference is f32
-// summation (AVX2 sums a · code per group of 32 k and scales each group sum:
+// summation (a group-scaled tile sums a · code per group of 32 k and scales each group sum:
 // a different order, the same tolerance as the f32 kernels), on row counts
 // both sides of the tile limits (3 gate/up, 6 down, 12; over 12 rows the
 // AVX-512 kernels decode each panel once for its row tiles), K across group

@@ -55,7 +55,10 @@ enum class Bf16Math {
   /// CPUs, whose vdpbf16ps runs at half their FP32 FMA rate): widen.
   dot,
   /// Weights widened (bf16) or dequantised (int8 / int4) to f32 as they load,
-  /// f32 activations: f32 arithmetic on exactly the stored weights, on every ISA.
+  /// f32 activations: f32 arithmetic on exactly the stored weights, on every ISA
+  /// (int8 / int4 on AVX-512, int4 on AVX2: the sum of activation · code over
+  /// each group of 32 inputs, times the group's scale: the same weights,
+  /// another order of rounding).
   widen,
   /// int8 / int4 experts on x86 (Isa::avx2 and up) and on NEON with DotProd:
   /// activations quantised to int8 per group of 32 inputs (scale max|a| / 127,

@@ -19,8 +19,9 @@
 // master weights, so the reference and the kernels compute with exactly the
 // same weights. AVX-512, AVX2 and NEON kernels decode the codes in registers
 // as they stream them (avx512/gemm_f32.hpp, avx512/gemm_bf16_dot.hpp,
-// avx2/quant_tiles.hpp: AVX2 sums a · code per group and applies the scale
-// once per group; neon/tiles.hpp: code · scale per weight, as dequantised);
+// avx2/quant_tiles.hpp: the AVX-512 f32 tiles (int8 and int4) and AVX2's
+// int4 tiles sum a · code per group and apply the scale once per group,
+// AVX2 int8 and neon/tiles.hpp code · scale per weight, as dequantised);
 // scalar dequantises one panel into a per-thread f32 buffer and runs its f32
 // panel kernel on it (dispatch.hpp).
 #pragma once

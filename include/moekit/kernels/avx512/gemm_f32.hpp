@@ -97,11 +97,18 @@ struct PanelSource<bf16, W> {
         _mm512_and_si512(pairs, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
   }
 };
-// int8 / int4 codes times their group's scale (quantized.hpp): the product
-// rounds exactly as the dequantised master weight does. Codes are stored in
-// k-pairs; a 16-bit word per column holds the pair, so k selects a shift.
-// int4 codes go through a lookup of the 16 code values (-8..7 as f32) indexed
-// by the nibble (vpermps reads only the low 4 bits of each lane).
+// int8 / int4 codes (quantized.hpp) as f32, without their scale
+// (kGroupScaled): the tiles sum a · code over each group of kQuantGroup k and
+// add that sum times the group's scales (scale()) to their totals after the
+// group.
+// NOTE: one-row decode is bound by its vector instructions (widen, shift or
+// lookup, convert, multiply by the scale, FMA, on the two ports that also run
+// the FMAs); the group scale drops the multiply from every weight (olmoe
+// m = 1, one thread, codes in cache: int4 1.2-1.35x, int8 1.15-1.4x).
+// Codes are stored in k-pairs; a 16-bit word per column holds the pair, so k
+// selects a shift. int4 codes go through a lookup of the 16 code values
+// (-8..7 as f32) indexed by the nibble (vpermps reads only the low 4 bits of
+// each lane).
 template <int Bits, Index W>
 struct QuantSource {
   const std::uint8_t* codes;
@@ -120,12 +127,16 @@ struct QuantSource {
   // int4 1.10x faster with 2 KiB asked ahead (512 B to 4 KiB all gained;
   // 2 KiB best for int8).
   static constexpr std::uintptr_t kLeadBytes = 2048;
+  static constexpr bool kGroupScaled = true;
+  // The scales of group g, columns off..off+15.
+  MOEKIT_TARGET_AVX512 __m512 scale(Index g, Index off) const {
+    return _mm512_loadu_ps(scales + g * W + off);
+  }
   template <int P>
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off, Parity<P>) const {
     const Index k0 = pair_base<P>(k);  // both halves of a pair share its loads
     if constexpr (P == 0)
       if (off == 0) prefetch_row<kPairBytes>(codes, k0 >> 1, kLeadBytes);  // once per line
-    const __m512 scale = _mm512_loadu_ps(scales + (k0 / kQuantGroup) * W + off);
     if constexpr (Bits == 8) {
       // Bytes 2j, 2j + 1 = codes k even, k odd of column off + j, widened to
       // 16-bit halves of lane j: the odd code is the high half shifted down,
@@ -136,7 +147,7 @@ struct QuantSource {
           reinterpret_cast<const __m256i*>(codes + (k0 >> 1) * kPairBytes + 2 * off)));
       const __m512i q =
           P == 0 ? _mm512_madd_epi16(w, _mm512_set1_epi32(1)) : _mm512_srai_epi32(w, 16);
-      return _mm512_mul_ps(_mm512_cvtepi32_ps(q), scale);
+      return _mm512_cvtepi32_ps(q);
     } else {
       const __m512 values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
       const std::uint8_t* pair = codes + (k0 >> 1) * kPairBytes;
@@ -151,10 +162,17 @@ struct QuantSource {
         lanes = _mm512_inserti64x4(_mm512_castsi256_si512(b), _mm256_srli_epi32(b, 4), 1);
         if constexpr (P == 1) lanes = _mm512_srli_epi32(lanes, 8);  // the odd k's byte
       }
-      return _mm512_mul_ps(_mm512_permutexvar_ps(lanes, values), scale);
+      return _mm512_permutexvar_ps(lanes, values);
     }
   }
 };
+
+// Whether a source's weights come without their group's scale (quantised
+// codes, see QuantSource; float, bf16 and f16 panels are the weights).
+template <class Src, class = void>
+inline constexpr bool kGroupScaledSource = false;
+template <class Src>
+inline constexpr bool kGroupScaledSource<Src, std::enable_if_t<Src::kGroupScaled>> = true;
 
 // Panel p of a packed weight as a source (W = 32 for gate + up, 16 otherwise).
 // Src is the source type over a panel's start: this file's, or the dot
@@ -254,9 +272,79 @@ MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void down_step(
   }
 }
 
+// k in [k0, k1) of a tile into its accumulators, in order (k0 even).
+template <int MR, int NP, class Src>
+MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void gate_up_span(
+    const float* A, Index lda, Index k0, Index k1, const Src* B, __m512 (&g)[NP][MR],
+    __m512 (&u)[NP][MR], AheadStream<NP, Src>& ahead) {
+  Index k = k0;
+  for (; k + 1 < k1; k += 2) {  // k-pair layouts decode each half with its own shift
+    gate_up_step<MR, NP, 0>(A, lda, k, B, g, u, ahead);
+    gate_up_step<MR, NP, 1>(A, lda, k + 1, B, g, u, ahead);
+  }
+  if (k < k1) gate_up_step<MR, NP, 0>(A, lda, k, B, g, u, ahead);
+}
+template <int MR, int NP, class Src>
+MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void down_span(
+    const float* A, Index lda, Index k0, Index k1, const Src* B, __m512 (&y)[NP][MR],
+    AheadStream<NP, Src>& ahead) {
+  Index k = k0;
+  for (; k + 1 < k1; k += 2) {
+    down_step<MR, NP, 0>(A, lda, k, B, y, ahead);
+    down_step<MR, NP, 1>(A, lda, k + 1, B, y, ahead);
+  }
+  if (k < k1) down_step<MR, NP, 0>(A, lda, k, B, y, ahead);
+}
+
+template <int MR, int NP>
+MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void zero(__m512 (&acc)[NP][MR]) {
+#pragma GCC unroll 16
+  for (int q = 0; q < NP; ++q)
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) acc[q][r] = _mm512_setzero_ps();
+}
+
+// The running totals of a group-scaled tile: NP x MR vectors of 16, zero
+// (K = 0 has no group to store them). GCC keeps them in registers where they
+// fit beside the accumulators (few rows) and in L1 otherwise. (Forcing them
+// to memory measured no faster at m = 64 and slower at m = 1-8; in the
+// tile's output rows, 4 KiB apart, int4 at m = 64 ran 0.64-0.82x as fast.)
+template <int MR, int NP>
+struct GroupTotals {
+  alignas(64) float v[NP][MR][kPanel] = {};
+};
+
+// Group g's sums times its scales (columns off..off+15 of each panel) into
+// the totals t (the first group stores).
+template <int MR, int NP, class Src>
+MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void add_group(
+    const __m512 (&acc)[NP][MR], const Src* B, Index g, Index off, GroupTotals<MR, NP>& t) {
+#pragma GCC unroll 16
+  for (int q = 0; q < NP; ++q) {
+    const __m512 s = B[q].scale(g, off);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      float* o = t.v[q][r];
+      _mm512_store_ps(o, g == 0 ? _mm512_mul_ps(acc[q][r], s)
+                                : _mm512_fmadd_ps(acc[q][r], s, _mm512_load_ps(o)));
+    }
+  }
+}
+// The totals t to a tile's output rows.
+template <int MR, int NP>
+MOEKIT_TARGET_AVX512 __attribute__((always_inline)) inline void store_totals(
+    const GroupTotals<MR, NP>& t, float* O, Index ldo, const __mmask16* mask) {
+#pragma GCC unroll 16
+  for (int q = 0; q < NP; ++q)
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+      _mm512_mask_storeu_ps(O + r * ldo + q * kPanel, mask[q], _mm512_load_ps(t.v[q][r]));
+}
+
 // MR rows x NP panels of gate and up: 2·MR·NP accumulators. Every output is
-// one sequential sum over k whatever MR and NP are, so a row's bytes do not
-// depend on the tile shape (the batch-composition promise).
+// one sequential sum over k whatever MR and NP are (for group-scaled sources:
+// over each group's k, then over the groups), so a row's bytes do not depend
+// on the tile shape (the batch-composition promise).
 // Meanwhile it asks its share of the panels the call uses next into L2
 // (Ahead), so they arrive while this group is being multiplied.
 template <int MR, int NP, class Src>
@@ -265,16 +353,20 @@ MOEKIT_TARGET_AVX512 inline void gate_up_tile(const float* A, Index lda, Index K
                                               const Ahead<Src>& next = {}) {
   AheadStream<NP, Src> ahead(next, K);
   __m512 g[NP][MR], u[NP][MR];
-#pragma GCC unroll 16
-  for (int q = 0; q < NP; ++q)
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) g[q][r] = u[q][r] = _mm512_setzero_ps();
-  Index k = 0;
-  for (; k + 1 < K; k += 2) {  // k-pair layouts decode each half with its own shift
-    gate_up_step<MR, NP, 0>(A, lda, k, B, g, u, ahead);
-    gate_up_step<MR, NP, 1>(A, lda, k + 1, B, g, u, ahead);
+  if constexpr (kGroupScaledSource<Src>) {
+    GroupTotals<MR, NP> tg, tu;
+    for (Index k0 = 0, grp = 0; k0 < K; k0 += kQuantGroup, ++grp) {
+      zero(g), zero(u);
+      gate_up_span<MR, NP>(A, lda, k0, K - k0 < kQuantGroup ? K : k0 + kQuantGroup, B, g, u, ahead);
+      add_group<MR, NP>(g, B, grp, 0, tg);
+      add_group<MR, NP>(u, B, grp, kPanel, tu);
+    }
+    store_totals<MR, NP>(tg, G, ldo, mask);
+    store_totals<MR, NP>(tu, U, ldo, mask);
+    return;
   }
-  if (k < K) gate_up_step<MR, NP, 0>(A, lda, k, B, g, u, ahead);
+  zero(g), zero(u);
+  gate_up_span<MR, NP>(A, lda, 0, K, B, g, u, ahead);
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
@@ -291,16 +383,18 @@ MOEKIT_TARGET_AVX512 inline void down_tile(const float* A, Index lda, Index K, c
                                            const Ahead<Src>& next = {}) {
   AheadStream<NP, Src> ahead(next, K);
   __m512 y[NP][MR];
-#pragma GCC unroll 16
-  for (int q = 0; q < NP; ++q)
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) y[q][r] = _mm512_setzero_ps();
-  Index k = 0;
-  for (; k + 1 < K; k += 2) {
-    down_step<MR, NP, 0>(A, lda, k, B, y, ahead);
-    down_step<MR, NP, 1>(A, lda, k + 1, B, y, ahead);
+  if constexpr (kGroupScaledSource<Src>) {
+    GroupTotals<MR, NP> ty;
+    for (Index k0 = 0, grp = 0; k0 < K; k0 += kQuantGroup, ++grp) {
+      zero(y);
+      down_span<MR, NP>(A, lda, k0, K - k0 < kQuantGroup ? K : k0 + kQuantGroup, B, y, ahead);
+      add_group<MR, NP>(y, B, grp, 0, ty);
+    }
+    store_totals<MR, NP>(ty, Y, ldy, mask);
+    return;
   }
-  if (k < K) down_step<MR, NP, 0>(A, lda, k, B, y, ahead);
+  zero(y);
+  down_span<MR, NP>(A, lda, 0, K, B, y, ahead);
 #pragma GCC unroll 16
   for (int q = 0; q < NP; ++q)
 #pragma GCC unroll 16
@@ -516,20 +610,25 @@ MOEKIT_TARGET_AVX512 inline void matmul_quant_panels(const Rows& A, Index m, con
   }
 }
 
-// Decoded int8 / int4 panels for the f32 tiles: each weight as the register
-// path computes it (code times its group's scale, rounded once to f32), so a
-// call gives the same bytes decoded or not. Decoding in registers costs about
-// 40 % as many vector instructions as the FMAs of a 12-row tile, on the same
-// two ports; a panel read by several row tiles is therefore decoded once
-// (olmoe, one thread, m = 64: 1.3-1.5x; m = 24: 1.1-1.2x; m = 13: even).
+// Decoded int8 / int4 panels for the f32 tiles: each code as f32, as the
+// register path gives it (the tiles apply the scales per group), so a call
+// gives the same bytes decoded or not. Decoding in registers costs about 40 % as
+// many vector instructions as the FMAs of a 12-row tile, on the same two
+// ports; a panel read by several row tiles is therefore decoded once (olmoe,
+// one thread, m = 64: 1.3-1.5x; m = 24: 1.1-1.2x; m = 13: even).
 template <Index W>
 struct DecodedF32Source {
   const float* p;
+  const float* scales;  // the panel's
   NextCodes next = {};  // per k-pair
   // The decoded panel was just written, so sits in L2; asking its rows into
   // L1 ahead of the tiles gained nothing (olmoe m = 64, 8 or 16 rows ahead).
   static constexpr bool kPrefetch = false;
+  static constexpr bool kGroupScaled = true;
   void prefetch(Index) const noexcept {}
+  MOEKIT_TARGET_AVX512 __m512 scale(Index g, Index off) const {
+    return _mm512_loadu_ps(scales + g * W + off);
+  }
   template <int P>
   MOEKIT_TARGET_AVX512 __m512 operator()(Index k, Index off, Parity<P>) const {
     if constexpr (P == 0)
@@ -541,10 +640,12 @@ struct DecodedF32Source {
 template <Index W, int Bits>
 struct DecodedF32Bank {
   const float* values;
+  const float* scales;  // panel p0's
   NextCodes ahead;
   Index K, p0;
   DecodedF32Source<W> operator()(Index p) const noexcept {
-    return {values + (p - p0) * K * W, ahead.panel(p - p0, quant_panel_code_bytes(K, W, Bits))};
+    return {values + (p - p0) * K * W, scales + (p - p0) * quant_panel_scales(K, W),
+            ahead.panel(p - p0, quant_panel_code_bytes(K, W, Bits))};
   }
 };
 // The decoder policy of gate_up_quant_panels / matmul_quant_panels for the f32 tiles.
@@ -572,7 +673,7 @@ struct F32Decoder {
   template <int Bits, Index W>
   static DecodedF32Bank<W, Bits> view(const QuantBank<Bits, W>& bank, const float* buf,
                                       const std::uint8_t* ahead, Index p) {
-    return {buf, {ahead, quant_pair_bytes(W, Bits)}, bank.K, p};
+    return {buf, bank(p).scales, {ahead, quant_pair_bytes(W, Bits)}, bank.K, p};
   }
 };
 
