@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 # A/B of two builds of the `moekit` tool on the same cases, interleaved in one
-# sitting (old, new, old, new, ...) so that the host's drift hits both alike.
+# sitting (old, new, new, old, ...) so that the host's drift hits both alike.
 #   bench/scripts/ab_run.py OLD_MOEKIT NEW_MOEKIT REPEATS CASE [CASE ...]
 # CASE: the arguments of one `moekit bench` run in quotes, e.g.
 #   "--shape deepseek-v2-lite --tokens 1 --dtype int4 --threads 2"
@@ -31,9 +31,13 @@ def main():
     print("|---|---:|---:|---:|---|")
     for case in cases:
         a, b = [], []
-        for _ in range(repeats):
-            a.append(run(old, case))
-            b.append(run(new, case))
+        for i in range(repeats):  # the order alternates: a host that slows the
+            if i % 2 == 0:        # second run of a pair would favour one build
+                a.append(run(old, case))
+                b.append(run(new, case))
+            else:
+                b.append(run(new, case))
+                a.append(run(old, case))
         ma, mb = statistics.median(a), statistics.median(b)
         print("| `%s` | %.3f | %.3f | %.2f× | %s; %s |" % (
             case, ma, mb, ma / mb, " ".join("%.2f" % v for v in a), " ".join("%.2f" % v for v in b)),
