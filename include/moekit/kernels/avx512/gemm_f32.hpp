@@ -640,11 +640,11 @@ struct DecodedF32Source {
 template <Index W, int Bits>
 struct DecodedF32Bank {
   const float* values;
-  const float* scales;  // panel p0's
+  const float* scales;  // the weight's, as in QuantBank
   NextCodes ahead;
   Index K, p0;
   DecodedF32Source<W> operator()(Index p) const noexcept {
-    return {values + (p - p0) * K * W, scales + (p - p0) * quant_panel_scales(K, W),
+    return {values + (p - p0) * K * W, scales + p * quant_panel_scales(K, W),
             ahead.panel(p - p0, quant_panel_code_bytes(K, W, Bits))};
   }
 };
@@ -673,7 +673,7 @@ struct F32Decoder {
   template <int Bits, Index W>
   static DecodedF32Bank<W, Bits> view(const QuantBank<Bits, W>& bank, const float* buf,
                                       const std::uint8_t* ahead, Index p) {
-    return {buf, bank(p).scales, {ahead, quant_pair_bytes(W, Bits)}, bank.K, p};
+    return {buf, bank.scales, {ahead, quant_pair_bytes(W, Bits)}, bank.K, p};
   }
 };
 
